@@ -1,0 +1,150 @@
+// pybind11 bindings of the CPU codec: ebzip._core. Thin: arrays in, bytes
+// out; argument checking that needs Python types happens in ebzip/api.py.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+
+#include "../cpu/codec_cpu.hpp"
+#include "zstd.h"
+
+namespace py = pybind11;
+using namespace ebzip;
+
+namespace {
+
+const uint8_t* buffer_bytes(const py::buffer& b, uint64_t& len, py::buffer_info& keep) {
+  keep = b.request();
+  if (keep.ndim > 1 && !(keep.strides.back() == keep.itemsize)) throw std::invalid_argument("stream buffer must be contiguous");
+  len = uint64_t(keep.size) * uint64_t(keep.itemsize);
+  return static_cast<const uint8_t*>(keep.ptr);
+}
+
+// Owns a compressed stream and exports it through the buffer protocol
+// (read-only), so bytes(c), memoryview(c) and np.frombuffer(c) need no copy.
+// ebzip.Compressed subclasses it in Python.
+struct StreamBuffer {
+  std::vector<uint8_t> data;
+};
+
+py::dict header_dict(const Header& h) {
+  py::dict d;
+  py::tuple shape(h.shape.size());
+  for (size_t i = 0; i < h.shape.size(); ++i) shape[i] = h.shape[i];
+  d["shape"] = shape;
+  d["dtype"] = int(h.dtype);
+  d["mode"] = int(h.mode);
+  d["pipeline"] = int(h.pipeline);
+  d["eb_param"] = h.eb_param;
+  d["eb_abs"] = h.eb_abs;
+  d["radius"] = h.radius;
+  d["block_elems"] = h.block_elems;
+  d["format_version"] = int(kFormatVersion);
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "ebzip CPU codec (C++/OpenMP)";
+  py::register_exception<StreamError>(m, "StreamError", PyExc_ValueError);
+  m.attr("FORMAT_VERSION") = int(kFormatVersion);
+  m.attr("ZSTD_VERSION") = ZSTD_versionString();
+  m.attr("DEFAULT_BLOCK_ELEMS") = cpu::CompressParams{}.block_elems;
+
+  py::class_<StreamBuffer>(m, "StreamBuffer", py::buffer_protocol())
+      .def(py::init<>())
+      .def(py::init([](py::buffer b) {
+             py::buffer_info keep;
+             uint64_t len;
+             const uint8_t* p = buffer_bytes(b, len, keep);
+             return StreamBuffer{std::vector<uint8_t>(p, p + len)};
+           }),
+           py::arg("data"))
+      .def("__len__", [](const StreamBuffer& s) { return s.data.size(); })
+      .def_buffer([](StreamBuffer& s) {
+        return py::buffer_info(s.data.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {py::ssize_t(s.data.size())}, {py::ssize_t(1)}, /*readonly=*/true);
+      });
+
+  m.def(
+      "compress",
+      [](py::array arr, int dtype, int mode, double eb_param, double eb_abs, StreamBuffer& out, int threads,
+         uint64_t block_elems) {
+        if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
+        if (dtype < 0 || dtype > 3 || mode < 0 || mode > 2) throw std::invalid_argument("bad dtype or mode code");
+        cpu::CompressParams p;
+        p.dtype = DType(dtype);
+        p.mode = Mode(mode);
+        p.eb_param = eb_param;
+        p.eb_abs = eb_abs;
+        p.threads = threads;
+        if (block_elems) p.block_elems = block_elems;
+        if (arr.itemsize() != dtype_size(p.dtype)) throw std::invalid_argument("array itemsize does not match dtype");
+        std::vector<uint64_t> shape(arr.shape(), arr.shape() + arr.ndim());
+        const void* src = arr.data();
+        py::gil_scoped_release release;
+        out.data = cpu::compress(src, shape, p);
+      },
+      py::arg("array"), py::arg("dtype"), py::arg("mode"), py::arg("eb_param"), py::arg("eb_abs"), py::arg("out"),
+      py::arg("threads") = 1, py::arg("block_elems") = 0);
+
+  m.def(
+      "inspect",
+      [](py::buffer stream) {
+        py::buffer_info keep;
+        uint64_t len;
+        const uint8_t* p = buffer_bytes(stream, len, keep);
+        return header_dict(cpu::inspect(p, len));
+      },
+      py::arg("stream"));
+
+  m.def(
+      "decompress_into",
+      [](py::buffer stream, py::array out, int threads) {
+        py::buffer_info keep;
+        uint64_t len;
+        const uint8_t* p = buffer_bytes(stream, len, keep);
+        const Header h = cpu::inspect(p, len);
+        if (!(out.flags() & py::array::c_style) || !out.writeable()) throw std::invalid_argument("out must be a writable C-contiguous array");
+        if (uint64_t(out.size()) != h.num_elements() || out.itemsize() != dtype_size(h.dtype))
+          throw std::invalid_argument("out does not match the stream's size or dtype");
+        void* dst = out.mutable_data();
+        py::gil_scoped_release release;
+        cpu::decompress(p, len, dst, threads);
+      },
+      py::arg("stream"), py::arg("out"), py::arg("threads") = 1);
+
+  m.def(
+      "finite_range",
+      [](py::array arr, int dtype, int threads) {
+        if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
+        const void* p = arr.data();
+        const uint64_t n = uint64_t(arr.size());
+        cpu::Range r;
+        {
+          py::gil_scoped_release release;
+          r = cpu::finite_range(p, n, DType(dtype), threads);
+        }
+        return py::make_tuple(r.min, r.max, r.n_finite);
+      },
+      py::arg("array"), py::arg("dtype"), py::arg("threads") = 1);
+
+  m.def(
+      "error_stats",
+      [](py::array a, py::array b, int dtype, int threads) {
+        if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style) || a.size() != b.size() ||
+            a.itemsize() != b.itemsize())
+          throw std::invalid_argument("arrays must be C-contiguous with the same size and itemsize");
+        const void* pa = a.data();
+        const void* pb = b.data();
+        const uint64_t n = uint64_t(a.size());
+        cpu::ErrorStats e;
+        {
+          py::gil_scoped_release release;
+          e = cpu::error_stats(pa, pb, n, DType(dtype), threads);
+        }
+        return py::make_tuple(e.max_abs_err, e.sum_sq_err, e.n_finite, e.n_nonfinite_mismatch);
+      },
+      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("threads") = 1);
+}

@@ -1,0 +1,768 @@
+// CPU driver: runs the shared algorithm (csrc/include/ebzip) block by block
+// on OpenMP threads. Blocks are independent, so the bytes written do not
+// depend on the number of threads.
+#include "codec_cpu.hpp"
+
+#include <omp.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "ebzip/huffman.hpp"
+#include "ebzip/lorenzo.hpp"
+#include "ebzip/quantizer.hpp"
+
+namespace ebzip::cpu {
+namespace {
+
+static_assert(sizeof(void*) == 8, "ebzip needs a 64-bit platform");
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ebzip streams are little-endian; big-endian hosts are not supported"
+#endif
+
+constexpr int kZstdLevel = 3;
+
+// ---------------------------------------------------------------- helpers
+
+// Runs body(b) for every block on `threads` threads; the first exception
+// thrown by any block is rethrown on the calling thread.
+template <class Body>
+void parallel_blocks(int64_t n_blocks, int threads, Body&& body) {
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  std::atomic<bool> failed{false};
+#pragma omp parallel num_threads(std::max(1, threads))
+  {
+    auto state = body.make_thread_state();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      if (failed.load(std::memory_order_relaxed)) continue;
+      try {
+        body(b, state);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+void put_varint(std::vector<uint8_t>& v, uint64_t u) {
+  while (u >= 0x80) {
+    v.push_back(uint8_t(u) | 0x80);
+    u >>= 7;
+  }
+  v.push_back(uint8_t(u));
+}
+
+uint64_t get_varint(ByteSource& src) {
+  uint64_t u = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    const uint8_t byte = src.get<uint8_t>();
+    u |= uint64_t(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) return u;
+  }
+  throw StreamError("corrupted ebzip stream (bad varint in outliers)");
+}
+
+// Drops size-1 axes and merges leading axes beyond four into the first.
+PredShape prediction_shape(const std::vector<uint64_t>& shape) {
+  std::vector<int64_t> dims;
+  for (auto d : shape)
+    if (d != 1) dims.push_back(int64_t(d));
+  while (dims.size() > size_t(kMaxPredDims)) {
+    dims[1] *= dims[0];
+    dims.erase(dims.begin());
+  }
+  PredShape ps;
+  ps.ndim = int(dims.size());
+  for (int k = 0; k < ps.ndim; ++k) ps.n[k] = dims[size_t(k)];
+  return ps;
+}
+
+// Padded scratch for the integer grid of one block: one leading zero layer
+// per axis, so the Lorenzo stencil never needs a bounds test.
+struct PaddedGrid {
+  int ndim;
+  int64_t shape[kMaxPredDims];
+  int64_t pstride[kMaxPredDims];
+  int64_t size;
+
+  explicit PaddedGrid(const BlockGrid::Block& blk) {
+    ndim = blk.ndim == 0 ? 1 : blk.ndim;
+    for (int k = 0; k < ndim; ++k) shape[k] = blk.ndim == 0 ? 1 : blk.shape[k];
+    pstride[ndim - 1] = 1;
+    for (int k = ndim - 1; k > 0; --k) pstride[k - 1] = pstride[k] * (shape[k] + 1);
+    size = pstride[0] * (shape[0] + 1);
+  }
+  // Zero the padding layers (only they are read before being written).
+  void zero_faces(int64_t* s) const {
+    for (int k = 0; k < ndim; ++k) {
+      const int64_t chunk = pstride[k], period = pstride[k] * (shape[k] + 1);
+      for (int64_t base = 0; base < size; base += period) std::fill(s + base, s + base + chunk, 0);
+    }
+  }
+  // Calls row(padded_offset_of_first_element, flat_offset, length) per row.
+  template <class RowFn>
+  void for_each_row(RowFn&& row) const {
+    int64_t idx[kMaxPredDims] = {0, 0, 0, 0};
+    const int64_t n_last = shape[ndim - 1];
+    int64_t rows = 1;
+    for (int k = 0; k < ndim - 1; ++k) rows *= shape[k];
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t base = 1;
+      for (int k = 0; k < ndim - 1; ++k) base += (idx[k] + 1) * pstride[k];
+      row(base, r * n_last, n_last);
+      for (int k = ndim - 2; k >= 0; --k) {
+        if (++idx[k] < shape[k]) break;
+        idx[k] = 0;
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- Huffman
+
+struct Codebook {
+  uint32_t first_symbol = 0;
+  std::vector<uint8_t> lengths;  // for symbols first_symbol ..
+};
+
+// Length-limited Huffman code lengths (two-queue Huffman, then the Kraft
+// repair used by miniz/zlib to cap the depth at kMaxCodeLen).
+Codebook build_codebook(const std::vector<uint64_t>& freq) {
+  std::vector<uint32_t> used;
+  for (uint32_t s = 0; s < freq.size(); ++s)
+    if (freq[s]) used.push_back(s);
+  Codebook cb;
+  if (used.empty()) return cb;
+  cb.first_symbol = used.front();
+  cb.lengths.assign(used.back() - used.front() + 1, 0);
+  if (used.size() == 1) {
+    cb.lengths[0] = 1;
+    return cb;
+  }
+  std::sort(used.begin(), used.end(), [&](uint32_t a, uint32_t b) {
+    return freq[a] != freq[b] ? freq[a] < freq[b] : a < b;
+  });
+  const size_t n = used.size();
+  std::vector<uint64_t> weight(2 * n - 1);
+  std::vector<uint32_t> parent(2 * n - 1, 0);
+  for (size_t i = 0; i < n; ++i) weight[i] = freq[used[i]];
+  size_t leaf = 0, inode = n;
+  auto pick = [&](size_t k) {
+    if (leaf < n && (inode >= k || weight[leaf] <= weight[inode])) return leaf++;
+    return inode++;
+  };
+  for (size_t k = n; k < 2 * n - 1; ++k) {
+    const size_t a = pick(k), b = pick(k);
+    weight[k] = weight[a] + weight[b];
+    parent[a] = parent[b] = uint32_t(k);
+  }
+  std::vector<uint32_t> depth(2 * n - 1, 0);
+  for (size_t k = 2 * n - 1; k-- > 0;)
+    if (k != 2 * n - 2) depth[k] = depth[parent[k]] + 1;
+  std::vector<uint64_t> count(std::max<uint32_t>(kMaxCodeLen, *std::max_element(depth.begin(), depth.begin() + n)) + 1, 0);
+  for (size_t i = 0; i < n; ++i) ++count[std::min<uint32_t>(depth[i], kMaxCodeLen)];
+  uint64_t total = 0;
+  for (int L = kMaxCodeLen; L > 0; --L) total += count[L] << (kMaxCodeLen - L);
+  while (total != (uint64_t(1) << kMaxCodeLen)) {
+    --count[kMaxCodeLen];
+    for (int L = kMaxCodeLen - 1; L > 0; --L)
+      if (count[L]) {
+        --count[L];
+        count[L + 1] += 2;
+        break;
+      }
+    --total;
+  }
+  // Most frequent symbols (end of `used`) get the shortest codes.
+  size_t i = n;
+  for (int L = 1; L <= kMaxCodeLen; ++L)
+    for (uint64_t c = 0; c < count[L]; ++c) cb.lengths[used[--i] - cb.first_symbol] = uint8_t(L);
+  return cb;
+}
+
+// Canonical codes from lengths; also validates a codebook read from a stream.
+struct CanonicalCode {
+  std::vector<HuffmanEncoderEntry> enc;  // indexed by symbol
+  std::vector<uint16_t> sorted_syms;
+  std::unique_ptr<HuffmanDecoder> dec;
+};
+
+CanonicalCode make_canonical(const Codebook& cb, uint32_t alphabet) {
+  CanonicalCode cc;
+  cc.enc.assign(alphabet, HuffmanEncoderEntry{0, 0});
+  cc.dec = std::make_unique<HuffmanDecoder>();
+  HuffmanDecoder& d = *cc.dec;
+  uint32_t count[kMaxCodeLen + 2] = {0};
+  for (auto L : cb.lengths) {
+    if (L > kMaxCodeLen) throw StreamError("corrupted ebzip codebook (code too long)");
+    ++count[L];
+  }
+  count[0] = 0;
+  uint64_t kraft = 0;
+  for (int L = 1; L <= kMaxCodeLen; ++L) kraft += uint64_t(count[L]) << (kMaxCodeLen - L);
+  if (kraft > (uint64_t(1) << kMaxCodeLen)) throw StreamError("corrupted ebzip codebook (oversubscribed)");
+  if (uint64_t(cb.first_symbol) + cb.lengths.size() > alphabet) throw StreamError("corrupted ebzip codebook (symbols)");
+  uint32_t code = 0, idx = 0;
+  d.max_len = 0;
+  for (int L = 1; L <= kMaxCodeLen; ++L) {
+    d.first[L] = code;
+    d.count[L] = count[L];
+    d.index[L] = idx;
+    for (uint32_t j = 0; j < cb.lengths.size(); ++j)
+      if (cb.lengths[j] == L) {
+        const uint32_t sym = cb.first_symbol + j;
+        cc.enc[sym] = HuffmanEncoderEntry{code, uint32_t(L)};
+        cc.sorted_syms.push_back(uint16_t(sym));
+        ++code;
+        ++idx;
+      }
+    if (count[L]) d.max_len = L;
+    code <<= 1;
+  }
+  d.first[0] = d.count[0] = d.index[0] = 0;
+  d.sorted_syms = cc.sorted_syms.data();
+  std::fill(std::begin(d.lut), std::end(d.lut), 0u);
+  for (uint32_t sym = 0; sym < alphabet; ++sym) {
+    const auto e = cc.enc[sym];
+    if (e.len == 0 || e.len > uint32_t(kLutBits)) continue;
+    const uint32_t lo = e.code << (kLutBits - e.len), hi = (e.code + 1) << (kLutBits - e.len);
+    for (uint32_t w = lo; w < hi; ++w) d.lut[w] = (sym << 5) | e.len;
+  }
+  return cc;
+}
+
+// ---------------------------------------------------------------- zstd
+
+struct ZstdCtx {
+  ZSTD_CCtx* c = nullptr;
+  ZSTD_DCtx* d = nullptr;
+  ZstdCtx() = default;
+  ZstdCtx(const ZstdCtx&) = delete;
+  ~ZstdCtx() {
+    ZSTD_freeCCtx(c);
+    ZSTD_freeDCtx(d);
+  }
+  // Compresses `raw`; returns true and fills `out` only if that is smaller.
+  bool compress(const std::vector<uint8_t>& raw, std::vector<uint8_t>& out) {
+    if (!c) c = ZSTD_createCCtx();
+    out.resize(ZSTD_compressBound(raw.size()));
+    const size_t r = ZSTD_compressCCtx(c, out.data(), out.size(), raw.data(), raw.size(), kZstdLevel);
+    if (ZSTD_isError(r) || r >= raw.size()) return false;
+    out.resize(r);
+    return true;
+  }
+  void decompress(const uint8_t* src, uint64_t len, std::vector<uint8_t>& out, uint64_t max_size) {
+    if (!d) d = ZSTD_createDCtx();
+    const unsigned long long size = ZSTD_getFrameContentSize(src, len);
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size)
+      throw StreamError("corrupted ebzip stream (bad zstd frame)");
+    out.resize(size);
+    const size_t r = ZSTD_decompressDCtx(d, out.data(), out.size(), src, len);
+    if (ZSTD_isError(r) || r != size) throw StreamError("corrupted ebzip stream (zstd frame does not decode)");
+  }
+};
+
+std::vector<uint8_t> zstd_compress_whole(const std::vector<uint8_t>& raw) {
+  std::vector<uint8_t> out(ZSTD_compressBound(raw.size()));
+  const size_t r = ZSTD_compress(out.data(), out.size(), raw.data(), raw.size(), kZstdLevel);
+  if (ZSTD_isError(r)) throw std::runtime_error("zstd compression failed");
+  out.resize(r);
+  return out;
+}
+
+// ---------------------------------------------------------------- chunks
+
+struct Chunk {
+  std::vector<uint8_t> bytes;  // as stored
+  uint32_t flags = 0;
+};
+
+void store_chunk(Chunk& chunk, std::vector<uint8_t>& raw, ZstdCtx& z) {
+  std::vector<uint8_t> packed;
+  if (z.compress(raw, packed)) {
+    chunk.bytes = std::move(packed);
+    chunk.flags = kChunkZstd;
+  } else {
+    chunk.bytes = std::move(raw);
+    chunk.flags = 0;
+  }
+}
+
+// Byte-plane shuffle helps zstd on the exact (lossless) pipeline.
+void shuffle_bytes(const uint8_t* in, uint8_t* out, uint64_t n, int size) {
+  for (uint64_t i = 0; i < n; ++i)
+    for (int b = 0; b < size; ++b) out[uint64_t(b) * n + i] = in[i * size + b];
+}
+void unshuffle_bytes(const uint8_t* in, uint8_t* out, uint64_t n, int size) {
+  for (uint64_t i = 0; i < n; ++i)
+    for (int b = 0; b < size; ++b) out[i * size + b] = in[uint64_t(b) * n + i];
+}
+
+struct BlockSide {  // what a block stores beside its Huffman bits
+  std::vector<uint8_t> outliers;  // zigzag varints of out-of-range deltas
+  uint32_t n_outliers = 0;
+  std::vector<uint32_t> exact_index;
+  std::vector<uint8_t> exact_bytes;
+};
+
+// ---------------------------------------------------------------- Lorenzo
+
+template <class T, int D>
+void quantize_block(const typename T::storage* x, const PaddedGrid& pg, const Quantizer& qz, int64_t radius,
+                    int64_t* s, uint16_t* codes, uint64_t* hist, BlockSide& side) {
+  pg.zero_faces(s);
+  const LorenzoStencil<D> st(pg.pstride);
+  pg.for_each_row([&](int64_t pbase, int64_t flat, int64_t len) {
+    int64_t* sr = s + pbase;
+    const typename T::storage* xr = x + flat;
+    uint16_t* cr = codes + flat;
+    for (int64_t i = 0; i < len; ++i) {
+      int64_t q;
+      const bool ok = qz.quantize<T>(xr[i], q);
+      sr[i] = q;
+      const int64_t delta = q - st.predict(sr + i);
+      const uint32_t sym = symbol_of_delta(delta, radius);
+      if (!sym) {
+        put_varint(side.outliers, zigzag(delta));
+        ++side.n_outliers;
+      }
+      if (!ok) {
+        side.exact_index.push_back(uint32_t(flat + i));
+        const auto* p = reinterpret_cast<const uint8_t*>(xr + i);
+        side.exact_bytes.insert(side.exact_bytes.end(), p, p + sizeof(xr[i]));
+      }
+      cr[i] = uint16_t(sym);
+      ++hist[sym];
+    }
+  });
+}
+
+template <class T, int D>
+void reconstruct_block(const uint16_t* codes, const PaddedGrid& pg, const Quantizer& qz, int64_t radius,
+                       int64_t* s, ByteSource& outliers, uint32_t n_outliers, typename T::storage* out) {
+  pg.zero_faces(s);
+  const LorenzoStencil<D> st(pg.pstride);
+  uint32_t seen = 0;
+  pg.for_each_row([&](int64_t pbase, int64_t flat, int64_t len) {
+    int64_t* sr = s + pbase;
+    const uint16_t* cr = codes + flat;
+    typename T::storage* orow = out + flat;
+    for (int64_t i = 0; i < len; ++i) {
+      int64_t delta;
+      if (cr[i]) {
+        delta = delta_of_symbol(cr[i], radius);
+      } else {
+        if (++seen > n_outliers) throw StreamError("corrupted ebzip stream (more outliers than stored)");
+        delta = unzigzag(get_varint(outliers));
+        if (delta >= (int64_t(1) << 58) || delta <= -(int64_t(1) << 58))
+          throw StreamError("corrupted ebzip stream (outlier out of range)");
+      }
+      // Wrapping add: a forged delta must not be undefined behaviour.
+      const int64_t q = int64_t(uint64_t(st.predict(sr + i)) + uint64_t(delta));
+      sr[i] = q;
+      orow[i] = qz.reconstruct<T>(q);
+    }
+  });
+  if (seen != n_outliers || outliers.pos != outliers.len)
+    throw StreamError("corrupted ebzip stream (outlier count mismatch)");
+}
+
+template <class Fn>
+void dispatch_dims(int ndim, Fn&& fn) {
+  switch (ndim) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    default: throw StreamError("corrupted ebzip stream (block dims)");
+  }
+}
+
+template <class Fn>
+void dispatch_dtype(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: fn(F32{}); break;
+    case DType::f64: fn(F64{}); break;
+    case DType::f16: fn(F16{}); break;
+    case DType::bf16: fn(BF16{}); break;
+    default: throw StreamError("corrupted ebzip stream (dtype)");
+  }
+}
+
+// ---------------------------------------------------------------- compress
+
+struct Encoded {
+  std::vector<uint8_t> codebook;  // stored (zstd) codebook section payload
+  std::vector<Chunk> chunks;
+};
+
+template <class T>
+Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const BlockGrid& grid, int threads) {
+  using S = typename T::storage;
+  const Quantizer qz = Quantizer::make(h.eb_abs);
+  const int64_t radius = h.radius;
+  const uint32_t alphabet = 2 * h.radius;
+  std::vector<uint16_t> codes(size_t(grid.total));
+  std::vector<BlockSide> side(size_t(grid.n_blocks));
+  const int nthreads = std::max(1, threads);
+  std::vector<std::vector<uint64_t>> hists(static_cast<size_t>(nthreads));
+
+  struct QuantizeBody {
+    const S* x; const BlockGrid& grid; const Quantizer& qz; int64_t radius; uint32_t alphabet;
+    uint16_t* codes; std::vector<BlockSide>& side; std::vector<std::vector<uint64_t>>& hists;
+    struct State { std::vector<int64_t> scratch; uint64_t* hist; };
+    State make_thread_state() {
+      auto& h = hists[size_t(omp_get_thread_num())];
+      h.assign(alphabet, 0);
+      return State{{}, h.data()};
+    }
+    void operator()(int64_t b, State& st) {
+      const auto blk = grid.block(b);
+      const PaddedGrid pg(blk);
+      if (st.scratch.size() < size_t(pg.size)) st.scratch.resize(size_t(pg.size));
+      dispatch_dims(pg.ndim, [&](auto D) {
+        quantize_block<T, decltype(D)::value>(x + blk.start, pg, qz, radius, st.scratch.data(),
+                                              codes + blk.start, st.hist, side[size_t(b)]);
+      });
+    }
+  } qbody{x, grid, qz, radius, alphabet, codes.data(), side, hists};
+  parallel_blocks(grid.n_blocks, nthreads, qbody);
+
+  std::vector<uint64_t> hist(alphabet, 0);
+  for (auto& th : hists)
+    for (size_t s = 0; s < th.size(); ++s) hist[s] += th[s];
+  const Codebook cb = build_codebook(hist);
+  const CanonicalCode cc = make_canonical(cb, alphabet);
+
+  Encoded enc;
+  {
+    std::vector<uint8_t> raw;
+    ByteSink s{raw};
+    s.put<uint32_t>(cb.first_symbol);
+    s.put<uint32_t>(uint32_t(cb.lengths.size()));
+    s.bytes(cb.lengths.data(), cb.lengths.size());
+    enc.codebook = zstd_compress_whole(raw);
+  }
+  enc.chunks.resize(size_t(grid.n_blocks));
+
+  struct EncodeBody {
+    const BlockGrid& grid; const uint16_t* codes; const CanonicalCode& cc;
+    std::vector<BlockSide>& side; std::vector<Chunk>& chunks;
+    struct State { std::vector<uint8_t> bits; ZstdCtx z; };
+    std::unique_ptr<State> make_thread_state() { return std::make_unique<State>(); }
+    void operator()(int64_t b, std::unique_ptr<State>& st) {
+      const auto blk = grid.block(b);
+      BlockSide& sd = side[size_t(b)];
+      st->bits.resize(size_t(blk.count) * kMaxCodeLen / 8 + 8);
+      BitWriter bw(st->bits.data());
+      uint64_t nbits = 0;
+      const uint16_t* c = codes + blk.start;
+      for (int64_t i = 0; i < blk.count; ++i) {
+        const auto e = cc.enc[c[i]];
+        bw.put(e.code, int(e.len));
+        nbits += e.len;
+      }
+      const uint64_t nbytes = bw.finish();
+      std::vector<uint8_t> raw;
+      raw.reserve(24 + nbytes + sd.outliers.size() + sd.exact_index.size() * 4 + sd.exact_bytes.size());
+      ByteSink s{raw};
+      s.put<uint64_t>(nbits);
+      s.put<uint32_t>(sd.n_outliers);
+      s.put<uint32_t>(uint32_t(sd.outliers.size()));
+      s.put<uint32_t>(uint32_t(sd.exact_index.size()));
+      s.bytes(st->bits.data(), nbytes);
+      s.bytes(sd.outliers.data(), sd.outliers.size());
+      for (auto i : sd.exact_index) s.put<uint32_t>(i);
+      s.bytes(sd.exact_bytes.data(), sd.exact_bytes.size());
+      sd = BlockSide{};  // free early
+      store_chunk(chunks[size_t(b)], raw, st->z);
+    }
+  } ebody{grid, codes.data(), cc, side, enc.chunks};
+  parallel_blocks(grid.n_blocks, nthreads, ebody);
+  return enc;
+}
+
+std::vector<Chunk> encode_exact(const uint8_t* x, int dsize, const BlockGrid& grid, int threads) {
+  std::vector<Chunk> chunks(size_t(grid.n_blocks));
+  struct Body {
+    const uint8_t* x; int dsize; const BlockGrid& grid; std::vector<Chunk>& chunks;
+    std::unique_ptr<ZstdCtx> make_thread_state() { return std::make_unique<ZstdCtx>(); }
+    void operator()(int64_t b, std::unique_ptr<ZstdCtx>& z) {
+      const auto blk = grid.block(b);
+      std::vector<uint8_t> raw(size_t(blk.count) * dsize);
+      shuffle_bytes(x + blk.start * dsize, raw.data(), uint64_t(blk.count), dsize);
+      store_chunk(chunks[size_t(b)], raw, *z);
+    }
+  } body{x, dsize, grid, chunks};
+  parallel_blocks(grid.n_blocks, threads, body);
+  return chunks;
+}
+
+// ---------------------------------------------------------------- decompress
+
+struct ChunkRef {
+  const uint8_t* p;
+  uint64_t len;
+  uint32_t flags, crc;
+};
+
+template <class T>
+void decode_lorenzo(const Header& h, const BlockGrid& grid, const CanonicalCode& cc, const std::vector<ChunkRef>& refs,
+                    typename T::storage* out, int threads) {
+  const Quantizer qz = Quantizer::make(h.eb_abs);
+  struct Body {
+    const Header& h; const BlockGrid& grid; const CanonicalCode& cc; const std::vector<ChunkRef>& refs;
+    const Quantizer& qz; typename T::storage* out;
+    struct State { std::vector<uint8_t> raw; std::vector<uint16_t> codes; std::vector<int64_t> scratch; ZstdCtx z; };
+    std::unique_ptr<State> make_thread_state() { return std::make_unique<State>(); }
+    void operator()(int64_t b, std::unique_ptr<State>& st) {
+      const auto blk = grid.block(b);
+      const ChunkRef& ref = refs[size_t(b)];
+      if (crc32(ref.p, ref.len) != ref.crc) throw StreamError("ebzip chunk checksum mismatch (corrupted stream)");
+      const uint64_t count = uint64_t(blk.count);
+      const int dsize = dtype_size(h.dtype);
+      const uint8_t* payload = ref.p;
+      uint64_t payload_len = ref.len;
+      if (ref.flags & kChunkZstd) {
+        const uint64_t max_size = 20 + count * (kMaxCodeLen / 8 + 1) + 8 + count * 10 + count * (4 + dsize);
+        st->z.decompress(ref.p, ref.len, st->raw, max_size);
+        payload = st->raw.data();
+        payload_len = st->raw.size();
+      }
+      ByteSource src(payload, payload_len, "chunk");
+      const uint64_t nbits = src.get<uint64_t>();
+      const uint32_t n_outliers = src.get<uint32_t>(), outlier_bytes = src.get<uint32_t>();
+      const uint32_t n_exact = src.get<uint32_t>();
+      if (n_outliers > count || n_exact > count || nbits > count * kMaxCodeLen)
+        throw StreamError("corrupted ebzip stream (chunk counts)");
+      const uint64_t huff_bytes = (nbits + 7) / 8;
+      const uint8_t* bits = src.take(huff_bytes);
+      ByteSource outliers(src.take(outlier_bytes), outlier_bytes, "outliers");
+      const uint8_t* exact_index = src.take(uint64_t(n_exact) * 4);
+      const uint8_t* exact_vals = src.take(uint64_t(n_exact) * dsize);
+      if (src.pos != src.len) throw StreamError("corrupted ebzip stream (chunk length)");
+
+      st->codes.resize(count);
+      BitReader br(bits, huff_bytes);
+      const HuffmanDecoder& dec = *cc.dec;
+      for (uint64_t i = 0; i < count; ++i) {
+        uint32_t sym;
+        if (!dec.decode(br, sym)) throw StreamError("corrupted ebzip stream (invalid Huffman code)");
+        st->codes[i] = uint16_t(sym);
+      }
+      if (br.bits_consumed() != nbits) throw StreamError("corrupted ebzip stream (Huffman length mismatch)");
+
+      const PaddedGrid pg(blk);
+      if (st->scratch.size() < size_t(pg.size)) st->scratch.resize(size_t(pg.size));
+      auto* o = out + blk.start;
+      dispatch_dims(pg.ndim, [&](auto D) {
+        reconstruct_block<T, decltype(D)::value>(st->codes.data(), pg, qz, int64_t(h.radius), st->scratch.data(),
+                                                 outliers, n_outliers, o);
+      });
+      for (uint32_t e = 0; e < n_exact; ++e) {
+        uint32_t idx;
+        memcpy(&idx, exact_index + 4 * uint64_t(e), 4);
+        if (idx >= count) throw StreamError("corrupted ebzip stream (exact value index)");
+        memcpy(o + idx, exact_vals + uint64_t(e) * dsize, size_t(dsize));
+      }
+    }
+  } body{h, grid, cc, refs, qz, out};
+  parallel_blocks(grid.n_blocks, threads, body);
+}
+
+void decode_exact(const Header& h, const BlockGrid& grid, const std::vector<ChunkRef>& refs, uint8_t* out, int threads) {
+  struct Body {
+    const Header& h; const BlockGrid& grid; const std::vector<ChunkRef>& refs; uint8_t* out;
+    struct State { std::vector<uint8_t> raw; ZstdCtx z; };
+    std::unique_ptr<State> make_thread_state() { return std::make_unique<State>(); }
+    void operator()(int64_t b, std::unique_ptr<State>& st) {
+      const auto blk = grid.block(b);
+      const ChunkRef& ref = refs[size_t(b)];
+      if (crc32(ref.p, ref.len) != ref.crc) throw StreamError("ebzip chunk checksum mismatch (corrupted stream)");
+      const int dsize = dtype_size(h.dtype);
+      const uint64_t nbytes = uint64_t(blk.count) * dsize;
+      const uint8_t* data = ref.p;
+      uint64_t len = ref.len;
+      if (ref.flags & kChunkZstd) {
+        st->z.decompress(ref.p, ref.len, st->raw, nbytes);
+        data = st->raw.data();
+        len = st->raw.size();
+      }
+      if (len != nbytes) throw StreamError("corrupted ebzip stream (exact chunk length)");
+      unshuffle_bytes(data, out + uint64_t(blk.start) * dsize, uint64_t(blk.count), dsize);
+    }
+  } body{h, grid, refs, out};
+  parallel_blocks(grid.n_blocks, threads, body);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public
+
+std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+  if (shape.size() > size_t(kMaxNdim)) throw std::invalid_argument("ebzip supports at most 32 dimensions");
+  if (!(p.eb_abs >= 0) || std::isinf(p.eb_abs)) throw std::invalid_argument("error bound must be finite and >= 0");
+  if (p.radius < 1 || p.radius > 32768) throw std::invalid_argument("radius must be in [1, 32768]");
+  if (p.block_elems == 0 || p.block_elems > (uint64_t(1) << 32)) throw std::invalid_argument("bad block size");
+  Header h;
+  h.dtype = p.dtype;
+  h.mode = p.mode;
+  h.eb_param = p.eb_param;
+  h.eb_abs = p.eb_abs;
+  h.block_elems = p.block_elems;
+  h.shape = shape;
+  const uint64_t n = h.num_elements();
+  h.pred = n == 0 ? PredShape{} : prediction_shape(shape);
+  // A zero bound (or a constant array in rel mode) is served exactly.
+  h.pipeline = p.eb_abs > 0 ? Pipeline::lorenzo : Pipeline::exact;
+  h.radius = h.pipeline == Pipeline::lorenzo ? p.radius : 0;
+  const BlockGrid grid = n == 0 ? BlockGrid{} : BlockGrid::make(h.pred, int64_t(h.block_elems));
+
+  Encoded enc;
+  if (n > 0) {
+    if (h.pipeline == Pipeline::lorenzo) {
+      dispatch_dtype(h.dtype, [&](auto t) {
+        using T = decltype(t);
+        enc = encode_lorenzo<T>(static_cast<const typename T::storage*>(data), h, grid, p.threads);
+      });
+    } else {
+      enc.chunks = encode_exact(static_cast<const uint8_t*>(data), dtype_size(h.dtype), grid, p.threads);
+    }
+  }
+
+  std::vector<uint8_t> out;
+  write_header(out, h);
+  ByteSink s{out};
+  if (h.pipeline == Pipeline::lorenzo) {
+    s.put<uint32_t>(uint32_t(enc.codebook.size()));
+    s.put<uint32_t>(crc32(enc.codebook.data(), enc.codebook.size()));
+    s.bytes(enc.codebook.data(), enc.codebook.size());
+  }
+  const size_t table_begin = out.size();
+  s.put<uint64_t>(uint64_t(enc.chunks.size()));
+  uint64_t payload = 0;
+  for (const auto& c : enc.chunks) {
+    s.put<uint64_t>(uint64_t(c.bytes.size()));
+    s.put<uint32_t>(c.flags);
+    s.put<uint32_t>(crc32(c.bytes.data(), c.bytes.size()));
+    payload += c.bytes.size();
+  }
+  s.put<uint32_t>(crc32(out.data() + table_begin, out.size() - table_begin));
+  out.reserve(out.size() + payload);
+  for (const auto& c : enc.chunks) s.bytes(c.bytes.data(), c.bytes.size());
+  return out;
+}
+
+Header inspect(const uint8_t* stream, uint64_t len) {
+  ByteSource src(stream, len, "header");
+  return read_header(src);
+}
+
+void decompress(const uint8_t* stream, uint64_t len, void* out, int threads) {
+  ByteSource src(stream, len, "header");
+  const Header h = read_header(src);
+  const uint64_t n = h.num_elements();
+  const BlockGrid grid = n == 0 ? BlockGrid{} : BlockGrid::make(h.pred, int64_t(h.block_elems));
+  const uint32_t alphabet = 2 * h.radius;
+
+  Codebook cb;
+  if (h.pipeline == Pipeline::lorenzo) {
+    const uint32_t stored = src.get<uint32_t>(), crc = src.get<uint32_t>();
+    const uint8_t* p = src.take(stored);
+    if (crc32(p, stored) != crc) throw StreamError("ebzip codebook checksum mismatch (corrupted stream)");
+    std::vector<uint8_t> raw;
+    ZstdCtx z;
+    z.decompress(p, stored, raw, 8 + uint64_t(alphabet));
+    ByteSource cs(raw.data(), raw.size(), "codebook");
+    cb.first_symbol = cs.get<uint32_t>();
+    const uint32_t nsym = cs.get<uint32_t>();
+    if (nsym > alphabet) throw StreamError("corrupted ebzip codebook (size)");
+    const uint8_t* lens = cs.take(nsym);
+    cb.lengths.assign(lens, lens + nsym);
+  }
+  const size_t table_begin = src.pos;
+  const uint64_t n_chunks = src.get<uint64_t>();
+  if (n_chunks != uint64_t(grid.n_blocks)) throw StreamError("corrupted ebzip stream (chunk count)");
+  src.need(n_chunks * 16 + 4);
+  std::vector<ChunkRef> refs(n_chunks);
+  for (auto& r : refs) {
+    r.len = src.get<uint64_t>();
+    r.flags = src.get<uint32_t>();
+    r.crc = src.get<uint32_t>();
+  }
+  const uint32_t table_crc = src.get<uint32_t>();
+  if (crc32(stream + table_begin, src.pos - 4 - table_begin) != table_crc)
+    throw StreamError("ebzip chunk table checksum mismatch (corrupted stream)");
+  for (auto& r : refs) r.p = src.take(r.len);
+  if (src.pos != src.len) throw StreamError("ebzip stream has trailing bytes (corrupted or concatenated stream)");
+  if (n == 0) return;
+
+  if (h.pipeline == Pipeline::lorenzo) {
+    const CanonicalCode cc = make_canonical(cb, alphabet);
+    dispatch_dtype(h.dtype, [&](auto t) {
+      using T = decltype(t);
+      decode_lorenzo<T>(h, grid, cc, refs, static_cast<typename T::storage*>(out), threads);
+    });
+  } else {
+    decode_exact(h, grid, refs, static_cast<uint8_t*>(out), threads);
+  }
+}
+
+Range finite_range(const void* data, uint64_t n, DType dtype, int threads) {
+  Range r{INFINITY, -INFINITY, 0};
+  dispatch_dtype(dtype, [&](auto t) {
+    using T = decltype(t);
+    const auto* x = static_cast<const typename T::storage*>(data);
+    double lo = INFINITY, hi = -INFINITY;
+    uint64_t count = 0;
+#pragma omp parallel for num_threads(std::max(1, threads)) reduction(min : lo) reduction(max : hi) reduction(+ : count)
+    for (int64_t i = 0; i < int64_t(n); ++i) {
+      const double v = T::to_double(x[i]);
+      if (v - v == 0.0) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+        ++count;
+      }
+    }
+    r = Range{lo, hi, count};
+  });
+  return r;
+}
+
+ErrorStats error_stats(const void* a, const void* b, uint64_t n, DType dtype, int threads) {
+  ErrorStats es{0, 0, 0, 0};
+  dispatch_dtype(dtype, [&](auto t) {
+    using T = decltype(t);
+    using S = typename T::storage;
+    const auto* x = static_cast<const S*>(a);
+    const auto* y = static_cast<const S*>(b);
+    double max_err = 0, sse = 0;
+    uint64_t finite = 0, mismatch = 0;
+#pragma omp parallel for num_threads(std::max(1, threads)) reduction(max : max_err) reduction(+ : sse, finite, mismatch)
+    for (int64_t i = 0; i < int64_t(n); ++i) {
+      const double u = T::to_double(x[i]);
+      if (u - u == 0.0) {
+        const double e = std::fabs(u - T::to_double(y[i]));
+        max_err = std::max(max_err, e != e ? INFINITY : e);
+        sse += e * e;
+        ++finite;
+      } else if (memcmp(&x[i], &y[i], sizeof(S)) != 0) {
+        ++mismatch;
+      }
+    }
+    es = ErrorStats{max_err, sse, finite, mismatch};
+  });
+  return es;
+}
+
+}  // namespace ebzip::cpu

@@ -1,0 +1,176 @@
+// The ebzip stream, format version 1 (all integers little-endian):
+//
+//   header     "EBZP", u16 version, u8 dtype, u8 ndim, u8 mode, u8 pipeline,
+//              u16 reserved, u32 radius, f64 eb_param, f64 eb_abs,
+//              u64 block_elems, u8 pred_ndim, 7 reserved bytes,
+//              u64 shape[ndim], u64 pred_shape[pred_ndim], u32 crc32(header)
+//   codebook   (pipeline 1 only) u32 stored_len, u32 crc32, stored bytes =
+//              zstd(u32 first_symbol, u32 n_symbols, u8 code_length[n_symbols])
+//   chunks     u64 n_chunks, then per chunk: u64 stored_len, u32 flags, u32 crc32;
+//              then u32 crc32 of this table
+//   payloads   the chunks' stored bytes, back to back, to the end of the stream
+//
+// A chunk's payload (after zstd, if flag 1 is set):
+//   pipeline 0 (exact):   the block's bytes, byte-plane shuffled
+//   pipeline 1 (lorenzo): u64 huffman_bits, u32 n_outliers, u32 outlier_bytes,
+//                         u32 n_exact, huffman bytes, zigzag-varint outlier
+//                         deltas, u32 exact_index[n_exact], exact values
+//
+// The format version changes only when these bytes change; it is independent
+// of the package version. Every length is checked against the buffer before use.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "blocks.hpp"
+#include "crc32.hpp"
+#include "dtype.hpp"
+
+namespace ebzip {
+
+constexpr uint16_t kFormatVersion = 1;
+constexpr char kMagic[4] = {'E', 'B', 'Z', 'P'};
+constexpr int kMaxNdim = 32;
+
+enum class Mode : uint8_t { abs = 0, rel = 1, psnr = 2 };
+enum class Pipeline : uint8_t { exact = 0, lorenzo = 1 };
+enum ChunkFlags : uint32_t { kChunkZstd = 1 };
+
+// Raised for anything wrong with a stream: truncated, corrupted, foreign,
+// or from a newer format. Surfaces in Python as ebzip.StreamError.
+struct StreamError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Header {
+  DType dtype = DType::f32;
+  Mode mode = Mode::abs;
+  Pipeline pipeline = Pipeline::lorenzo;
+  uint32_t radius = 0;
+  double eb_param = 0, eb_abs = 0;
+  uint64_t block_elems = 0;
+  std::vector<uint64_t> shape;
+  PredShape pred;
+
+  uint64_t num_elements() const {
+    uint64_t n = 1;
+    for (auto s : shape) n *= s;
+    return n;
+  }
+};
+
+// Appends little-endian values to a byte vector.
+struct ByteSink {
+  std::vector<uint8_t>& v;
+  template <class U>
+  void put(U x) {
+    uint8_t b[sizeof(U)];
+    memcpy(b, &x, sizeof(U));  // little-endian hosts only (checked at build time)
+    v.insert(v.end(), b, b + sizeof(U));
+  }
+  void bytes(const uint8_t* p, size_t n) { v.insert(v.end(), p, p + n); }
+};
+
+// Bounds-checked reader: every read is validated against the buffer.
+struct ByteSource {
+  const uint8_t* p;
+  uint64_t len;
+  uint64_t pos = 0;
+  const char* what;  // for error messages
+
+  ByteSource(const uint8_t* b, uint64_t n, const char* w) : p(b), len(n), what(w) {}
+
+  void need(uint64_t n) const {
+    if (n > len - pos)
+      throw StreamError(std::string("ebzip stream truncated or corrupted (") + what + " needs " +
+                        std::to_string(n) + " more bytes, " + std::to_string(len - pos) + " left)");
+  }
+  template <class U>
+  U get() {
+    need(sizeof(U));
+    U x;
+    memcpy(&x, p + pos, sizeof(U));
+    pos += sizeof(U);
+    return x;
+  }
+  const uint8_t* take(uint64_t n) {
+    need(n);
+    const uint8_t* r = p + pos;
+    pos += n;
+    return r;
+  }
+};
+
+inline void write_header(std::vector<uint8_t>& out, const Header& h) {
+  ByteSink s{out};
+  const size_t begin = out.size();
+  s.bytes(reinterpret_cast<const uint8_t*>(kMagic), 4);
+  s.put<uint16_t>(kFormatVersion);
+  s.put<uint8_t>(uint8_t(h.dtype));
+  s.put<uint8_t>(uint8_t(h.shape.size()));
+  s.put<uint8_t>(uint8_t(h.mode));
+  s.put<uint8_t>(uint8_t(h.pipeline));
+  s.put<uint16_t>(0);
+  s.put<uint32_t>(h.radius);
+  s.put<double>(h.eb_param);
+  s.put<double>(h.eb_abs);
+  s.put<uint64_t>(h.block_elems);
+  s.put<uint8_t>(uint8_t(h.pred.ndim));
+  for (int i = 0; i < 7; ++i) s.put<uint8_t>(0);
+  for (auto d : h.shape) s.put<uint64_t>(d);
+  for (int k = 0; k < h.pred.ndim; ++k) s.put<uint64_t>(uint64_t(h.pred.n[k]));
+  s.put<uint32_t>(crc32(out.data() + begin, out.size() - begin));
+}
+
+inline Header read_header(ByteSource& src) {
+  if (src.len < 4 || memcmp(src.p, kMagic, 4) != 0)
+    throw StreamError("not an ebzip stream (bad magic bytes)");
+  src.take(4);
+  const uint16_t version = src.get<uint16_t>();
+  if (version != kFormatVersion)
+    throw StreamError("ebzip stream format version " + std::to_string(version) +
+                      " is not supported by this build (it reads version " +
+                      std::to_string(kFormatVersion) + "); upgrade ebzip");
+  Header h;
+  const uint8_t dtype = src.get<uint8_t>(), ndim = src.get<uint8_t>();
+  const uint8_t mode = src.get<uint8_t>(), pipeline = src.get<uint8_t>();
+  src.get<uint16_t>();
+  h.radius = src.get<uint32_t>();
+  h.eb_param = src.get<double>();
+  h.eb_abs = src.get<double>();
+  h.block_elems = src.get<uint64_t>();
+  const uint8_t pred_ndim = src.get<uint8_t>();
+  src.take(7);
+  if (ndim > kMaxNdim || pred_ndim > kMaxPredDims) throw StreamError("corrupted ebzip header (ndim)");
+  for (int i = 0; i < ndim; ++i) h.shape.push_back(src.get<uint64_t>());
+  h.pred.ndim = pred_ndim;
+  for (int k = 0; k < pred_ndim; ++k) h.pred.n[k] = int64_t(src.get<uint64_t>());
+  const uint64_t header_len = src.pos;
+  const uint32_t crc = src.get<uint32_t>();
+  if (crc != crc32(src.p, header_len)) throw StreamError("ebzip header checksum mismatch (corrupted stream)");
+  // The checksum passed; these checks guard against a forged header.
+  if (dtype > 3 || mode > 2 || pipeline > 1) throw StreamError("corrupted ebzip header (enum out of range)");
+  h.dtype = DType(dtype);
+  h.mode = Mode(mode);
+  h.pipeline = Pipeline(pipeline);
+  uint64_t n = 1, np = 1;
+  for (auto d : h.shape) {
+    if (d != 0 && n > (uint64_t(1) << 62) / d) throw StreamError("corrupted ebzip header (shape too large)");
+    n *= d;
+  }
+  for (int k = 0; k < pred_ndim; ++k) {
+    if (h.pred.n[k] <= 0 || np > (uint64_t(1) << 62) / uint64_t(h.pred.n[k]))
+      throw StreamError("corrupted ebzip header (prediction shape)");
+    np *= uint64_t(h.pred.n[k]);
+  }
+  if (n != 0 && np != n) throw StreamError("corrupted ebzip header (prediction shape != shape)");
+  if (h.block_elems == 0 || h.block_elems > (uint64_t(1) << 40)) throw StreamError("corrupted ebzip header (block size)");
+  if (h.pipeline == Pipeline::lorenzo && (h.radius < 1 || h.radius > 32768 || !(h.eb_abs > 0)))
+    throw StreamError("corrupted ebzip header (quantizer)");
+  return h;
+}
+
+}  // namespace ebzip

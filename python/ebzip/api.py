@@ -1,0 +1,238 @@
+"""The public API: :func:`compress`, :func:`decompress`, :class:`Compressed`."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+
+from . import _arrays, _core
+
+StreamError = _core.StreamError
+StreamError.__module__ = "ebzip"
+StreamError.__doc__ = "An ebzip stream is truncated, corrupted, foreign or of an unsupported format version."
+
+FORMAT_VERSION: int = _core.FORMAT_VERSION
+MODES = {"abs": 0, "rel": 1, "psnr": 2}
+MODE_NAMES = {v: k for k, v in MODES.items()}
+PIPELINES = {0: "exact", 1: "lorenzo"}
+
+_thread_lock = threading.Lock()
+_num_threads = int(os.environ.get("EBZIP_NUM_THREADS", "0")) or (os.cpu_count() or 1)
+
+
+def set_num_threads(n: int) -> None:
+    """Default number of threads for compress/decompress (the stream does not depend on it)."""
+    global _num_threads
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"number of threads must be a positive integer; got {n!r}")
+    with _thread_lock:
+        _num_threads = int(n)
+
+
+def get_num_threads() -> int:
+    return _num_threads
+
+
+def _threads(threads) -> int:
+    if threads is None:
+        return _num_threads
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive integer; got {threads!r}")
+    return int(threads)
+
+
+class Compressed(_core.StreamBuffer):
+    """A compressed array: the stream bytes (buffer protocol) and what they hold.
+
+    ``bytes(c)`` or ``memoryview(c)`` give the stream; ``ebzip.decompress(c)``
+    restores the array as the kind it came from (numpy or torch, same device).
+    """
+
+    def __init__(self, data=None):
+        if data is None:
+            super().__init__()
+        else:
+            super().__init__(data)
+        self._origin = _arrays.NUMPY
+        self._info = None
+
+    @property
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = _core.inspect(self)
+        return self._info
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.info["shape"])
+
+    @property
+    def dtype(self):
+        return _arrays.public_dtype(self.dtype_name)
+
+    @property
+    def dtype_name(self) -> str:
+        return _arrays.DTYPE_NAMES[self.info["dtype"]]
+
+    @property
+    def mode(self) -> str:
+        return MODE_NAMES[self.info["mode"]]
+
+    @property
+    def eb(self) -> float:
+        """The bound as given: absolute value, fraction of the value range, or PSNR in dB."""
+        return self.info["eb_param"]
+
+    @property
+    def eb_abs(self) -> float:
+        """The absolute error bound every finite element is within (0: stored exactly)."""
+        return self.info["eb_abs"]
+
+    @property
+    def pipeline(self) -> str:
+        return PIPELINES[self.info["pipeline"]]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self)
+
+    @property
+    def original_nbytes(self) -> int:
+        return math.prod(self.shape) * _arrays.storage_dtype(self.dtype_name).itemsize
+
+    @property
+    def ratio(self) -> float:
+        return self.original_nbytes / self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return memoryview(self).tobytes()
+
+    def __reduce__(self):
+        return (Compressed, (bytes(self),))
+
+    def __repr__(self) -> str:
+        return (f"<ebzip.Compressed {self.dtype_name}{list(self.shape)} {self.mode} eb={self.eb:g} "
+                f"(abs {self.eb_abs:g}) {self.nbytes} bytes, ratio {self.ratio:.2f}>")
+
+
+def _check_eb(eb, mode: str) -> float:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}; got {mode!r}")
+    if isinstance(eb, bool) or not isinstance(eb, (int, float, np.integer, np.floating)):
+        raise TypeError(f"eb must be a real number; got {type(eb).__name__}")
+    eb = float(eb)
+    if not math.isfinite(eb) or eb < 0:
+        raise ValueError(f"eb must be finite and >= 0; got {eb!r}")
+    if mode == "psnr" and eb <= 0:
+        raise ValueError("a PSNR target must be > 0 dB")
+    return eb
+
+
+def _psnr(value_range: float, sse: float, n: int) -> float:
+    if n == 0 or sse == 0:
+        return math.inf
+    return 20 * math.log10(value_range) - 10 * math.log10(sse / n)
+
+
+def compress(x, eb: float, mode: str = "abs", *, threads: int | None = None, dtype: str | None = None,
+             block_elems: int | None = None) -> Compressed:
+    """Compress a floating-point array so every finite element comes back within a bound.
+
+    Args:
+        x: numpy array, torch tensor (CPU or CUDA), cupy array, or anything with
+           ``__array__``/``__dlpack__``; float16, bfloat16, float32 or float64, any shape.
+        eb: the bound. ``mode="abs"``: absolute error; ``"rel"``: fraction of the
+            value range (max - min over finite values); ``"psnr"``: target PSNR in dB
+            (the absolute bound is chosen so that PSNR >= target; checked).
+        threads: CPU threads (default :func:`get_num_threads`); the stream is the same for any count.
+        dtype: ``"bfloat16"`` to declare a uint16 numpy array as bfloat16 bit patterns.
+        block_elems: elements per independent chunk (a stream parameter; default 2**18).
+
+    NaN and +-Inf are stored bit-exactly; values the quantizer cannot bring within
+    the bound in the array's own precision are stored exactly too.
+    """
+    mode_code = MODES.get(mode, -1)
+    eb = _check_eb(eb, mode)
+    nthreads = _threads(threads)
+    arr, name, origin = _arrays.to_numpy(x, dtype)
+    code = _arrays.DTYPE_CODES[name]
+    if block_elems is not None and not (isinstance(block_elems, (int, np.integer)) and 1 <= block_elems <= 2**32):
+        raise ValueError(f"block_elems must be an integer in [1, 2**32]; got {block_elems!r}")
+
+    if mode == "abs":
+        eb_abs = eb
+        value_range = None
+    else:
+        lo, hi, n_finite = _core.finite_range(arr, code, nthreads)
+        value_range = hi - lo if n_finite else 0.0
+        if not math.isfinite(value_range):  # e.g. -1e308 .. 1e308 overflows
+            value_range = np.finfo(np.float64).max
+        if mode == "rel":
+            eb_abs = eb * value_range
+        else:  # uniform error in [-e, e] has RMSE e/sqrt(3)
+            eb_abs = math.sqrt(3.0) * value_range * 10 ** (-eb / 20)
+
+    def run(bound: float) -> Compressed:
+        c = Compressed()
+        _core.compress(arr, code, mode_code, eb, bound, c, nthreads, int(block_elems or 0))
+        c._origin = origin
+        return c
+
+    c = run(eb_abs)
+    if mode == "psnr" and eb_abs > 0:
+        # The PSNR target is a promise too: measure and tighten if needed.
+        for _ in range(6):
+            recon = np.empty_like(arr)
+            _core.decompress_into(c, recon, nthreads)
+            _, sse, n, _ = _core.error_stats(arr, recon, code, nthreads)
+            achieved = _psnr(value_range, sse, n)
+            if achieved >= eb:
+                break
+            eb_abs *= 10 ** ((achieved - eb) / 20) * 0.97
+            c = run(eb_abs)
+    return c
+
+
+def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf16: bool = False):
+    """Restore an array from a :class:`Compressed` or any bytes-like ebzip stream.
+
+    Returns the kind of array that was compressed when ``data`` is a
+    :class:`Compressed` (torch in, torch out, same device); otherwise numpy,
+    unless ``like`` (an array/tensor, or "numpy"/"torch") says otherwise.
+    ``out``: a C-contiguous numpy array or CPU tensor of the right shape and
+    dtype to fill in place. Raises :class:`StreamError` for a bad stream.
+    bfloat16 streams come back as ``ml_dtypes.bfloat16`` numpy arrays (or the
+    uint16 bit patterns with ``raw_bf16=True``).
+    """
+    nthreads = _threads(threads)
+    if isinstance(data, str):
+        raise TypeError("decompress expects the compressed bytes, not a str")
+    try:
+        info = data.info if isinstance(data, Compressed) else _core.inspect(data)
+    except TypeError:
+        raise TypeError(f"decompress expects a Compressed object or a bytes-like stream; got {type(data).__name__}")
+    name = _arrays.DTYPE_NAMES[info["dtype"]]
+    shape = tuple(info["shape"])
+    if out is not None:
+        result, view = _arrays.prepare_out(out, shape, name)
+        _core.decompress_into(data, view, nthreads)
+        return result
+    origin = _arrays.origin_of(like) if like is not None else getattr(data, "_origin", _arrays.NUMPY)
+    if origin.kind != "torch" and name == "bfloat16" and not raw_bf16 and _arrays.NUMPY_BFLOAT16 is None:
+        raise ImportError("this stream holds bfloat16 values; install ml_dtypes for a numpy bfloat16 array, "
+                          "pass raw_bf16=True for the uint16 bit patterns, or like='torch'")
+    result, view = _arrays.allocate(shape, name, origin)
+    _core.decompress_into(data, view, nthreads)
+    return _arrays.finish(result, name, origin, raw_bf16)
+
+
+def inspect(data) -> dict:
+    """The header of a stream as a dict (shape, dtype, mode, bounds, ...), checked but not decoded."""
+    info = dict(_core.inspect(data))
+    info["dtype"] = _arrays.DTYPE_NAMES[info["dtype"]]
+    info["mode"] = MODE_NAMES[info["mode"]]
+    info["pipeline"] = PIPELINES[info["pipeline"]]
+    return info
