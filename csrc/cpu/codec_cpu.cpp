@@ -25,7 +25,7 @@ static_assert(sizeof(void*) == 8, "ebzip needs a 64-bit platform");
 #error "ebzip streams are little-endian; big-endian hosts are not supported"
 #endif
 
-constexpr int kZstdLevel = 3;
+constexpr int kZstdLevel = 1;  // ratio as level 3 on Huffman output (measured), faster
 
 // ---------------------------------------------------------------- helpers
 
@@ -103,7 +103,8 @@ struct PaddedGrid {
     size = pstride[0] * (shape[0] + 1);
   }
   // Zero the padding layers (only they are read before being written).
-  void zero_faces(int64_t* s) const {
+  template <class G>
+  void zero_faces(G* s) const {
     for (int k = 0; k < ndim; ++k) {
       const int64_t chunk = pstride[k], period = pstride[k] * (shape[k] + 1);
       for (int64_t base = 0; base < size; base += period) std::fill(s + base, s + base + chunk, 0);
@@ -238,6 +239,18 @@ CanonicalCode make_canonical(const Codebook& cb, uint32_t alphabet) {
     const uint32_t lo = e.code << (kLutBits - e.len), hi = (e.code + 1) << (kLutBits - e.len);
     for (uint32_t w = lo; w < hi; ++w) d.lut[w] = (sym << 5) | e.len;
   }
+  const uint32_t mask = (1u << kLutBits) - 1;
+  for (uint32_t w = 0; w <= mask; ++w) {
+    MultiSymbol m{{0, 0, 0}, 0, 0};
+    while (m.count < 3) {
+      const uint32_t e = d.lut[(w << m.bits) & mask];
+      const uint32_t len = e & 31u;
+      if (len == 0 || m.bits + len > uint32_t(kLutBits)) break;
+      m.sym[m.count++] = uint16_t(e >> 5);
+      m.bits = uint8_t(m.bits + len);
+    }
+    d.multi[w] = m;
+  }
   return cc;
 }
 
@@ -317,61 +330,90 @@ struct BlockSide {  // what a block stores beside its Huffman bits
 
 // ---------------------------------------------------------------- Lorenzo
 
-template <class T, int D>
-void quantize_block(const typename T::storage* x, const PaddedGrid& pg, const Quantizer& qz, int64_t radius,
-                    int64_t* s, uint16_t* codes, uint64_t* hist, BlockSide& side) {
+template <class T, int D, class G>
+void quantize_block(const typename T::storage* x, const PaddedGrid& pg, const Quantizer& qz_ref, int64_t radius,
+                    G* s, uint16_t* codes, BlockSide& side) {
   pg.zero_faces(s);
-  const LorenzoStencil<D> st(pg.pstride);
-  pg.for_each_row([&](int64_t pbase, int64_t flat, int64_t len) {
-    int64_t* sr = s + pbase;
+  // Locals, not references: the hot loop then keeps them in registers.
+  const Quantizer qz = qz_ref;
+  const LorenzoRows<D, G> rows(pg.pstride);
+  pg.for_each_row([&, qz, rows, radius](int64_t pbase, int64_t flat, int64_t len) {
+    G* sr = s + pbase;
     const typename T::storage* xr = x + flat;
     uint16_t* cr = codes + flat;
+    int64_t r_prev = 0;  // r = q - A is 0 in the padding
+    bool rare = false;   // an exact value or an outlier in this row
     for (int64_t i = 0; i < len; ++i) {
       int64_t q;
       const bool ok = qz.quantize<T>(xr[i], q);
-      sr[i] = q;
-      const int64_t delta = q - st.predict(sr + i);
-      const uint32_t sym = symbol_of_delta(delta, radius);
-      if (!sym) {
-        put_varint(side.outliers, zigzag(delta));
+      sr[i] = G(q);
+      const int64_t r = q - int64_t(rows.earlier(sr + i));
+      const uint32_t sym = symbol_of_delta(r - r_prev, radius);
+      r_prev = r;
+      cr[i] = uint16_t(sym);
+      rare |= !ok | (sym == 0);
+    }
+    if (!rare) return;
+    // Second look at the rare row: record exact values and outlier deltas.
+    r_prev = 0;
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t r = int64_t(sr[i]) - int64_t(rows.earlier(sr + i));
+      if (!cr[i]) {
+        put_varint(side.outliers, zigzag(r - r_prev));
         ++side.n_outliers;
       }
-      if (!ok) {
+      r_prev = r;
+      int64_t q;
+      if (!qz.quantize<T>(xr[i], q)) {
         side.exact_index.push_back(uint32_t(flat + i));
         const auto* p = reinterpret_cast<const uint8_t*>(xr + i);
         side.exact_bytes.insert(side.exact_bytes.end(), p, p + sizeof(xr[i]));
       }
-      cr[i] = uint16_t(sym);
-      ++hist[sym];
     }
   });
 }
 
-template <class T, int D>
-void reconstruct_block(const uint16_t* codes, const PaddedGrid& pg, const Quantizer& qz, int64_t radius,
-                       int64_t* s, ByteSource& outliers, uint32_t n_outliers, typename T::storage* out) {
+// Histogram with four interleaved tables: runs of one symbol (the common
+// case) would otherwise serialise on a single counter.
+void add_histogram(const uint16_t* codes, int64_t n, uint64_t* hist, std::vector<uint32_t>& sub, uint32_t alphabet) {
+  sub.assign(size_t(alphabet) * 4, 0);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    ++sub[codes[i]];
+    ++sub[alphabet + codes[i + 1]];
+    ++sub[2 * size_t(alphabet) + codes[i + 2]];
+    ++sub[3 * size_t(alphabet) + codes[i + 3]];
+  }
+  for (; i < n; ++i) ++sub[codes[i]];
+  for (uint32_t a = 0; a < alphabet; ++a)
+    hist[a] += uint64_t(sub[a]) + sub[alphabet + a] + sub[2 * size_t(alphabet) + a] + sub[3 * size_t(alphabet) + a];
+}
+
+// Outlier deltas are rare; reading them stays out of the hot loop.
+[[gnu::noinline]] int64_t next_outlier(ByteSource& outliers, uint32_t& seen, uint32_t n_outliers) {
+  if (++seen > n_outliers) throw StreamError("corrupted ebzip stream (more outliers than stored)");
+  return unzigzag(get_varint(outliers));
+}
+
+template <class T, int D, class G>
+void reconstruct_block(const uint16_t* codes, const PaddedGrid& pg, const Quantizer& qz_ref, int64_t radius,
+                       G* s, ByteSource& outliers, uint32_t n_outliers, typename T::storage* out) {
   pg.zero_faces(s);
-  const LorenzoStencil<D> st(pg.pstride);
+  const Quantizer qz = qz_ref;
+  const LorenzoRows<D, G> rows(pg.pstride);
   uint32_t seen = 0;
-  pg.for_each_row([&](int64_t pbase, int64_t flat, int64_t len) {
-    int64_t* sr = s + pbase;
+  pg.for_each_row([&, qz, rows, radius](int64_t pbase, int64_t flat, int64_t len) {
+    G* sr = s + pbase;
     const uint16_t* cr = codes + flat;
     typename T::storage* orow = out + flat;
+    G r = 0;
     for (int64_t i = 0; i < len; ++i) {
-      int64_t delta;
-      if (cr[i]) {
-        delta = delta_of_symbol(cr[i], radius);
-      } else {
-        if (++seen > n_outliers) throw StreamError("corrupted ebzip stream (more outliers than stored)");
-        delta = unzigzag(get_varint(outliers));
-        if (delta >= (int64_t(1) << 58) || delta <= -(int64_t(1) << 58))
-          throw StreamError("corrupted ebzip stream (outlier out of range)");
-      }
-      // Wrapping add: a forged delta must not be undefined behaviour.
-      const int64_t q = int64_t(uint64_t(st.predict(sr + i)) + uint64_t(delta));
-      sr[i] = q;
-      orow[i] = qz.reconstruct<T>(q);
+      const uint32_t sym = cr[i];
+      const int64_t delta = sym ? delta_of_symbol(sym, radius) : next_outlier(outliers, seen, n_outliers);
+      r += G(delta);
+      sr[i] = r + rows.earlier(sr + i);
     }
+    for (int64_t i = 0; i < len; ++i) orow[i] = qz.reconstruct<T>(int64_t(sr[i]));
   });
   if (seen != n_outliers || outliers.pos != outliers.len)
     throw StreamError("corrupted ebzip stream (outlier count mismatch)");
@@ -386,6 +428,12 @@ void dispatch_dims(int ndim, Fn&& fn) {
     case 4: fn(std::integral_constant<int, 4>{}); break;
     default: throw StreamError("corrupted ebzip stream (block dims)");
   }
+}
+
+template <class Fn>
+void dispatch_grid(uint8_t grid_bits, Fn&& fn) {
+  if (grid_bits == 32) fn(int32_t{});
+  else fn(int64_t{});
 }
 
 template <class Fn>
@@ -409,7 +457,7 @@ struct Encoded {
 template <class T>
 Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const BlockGrid& grid, int threads) {
   using S = typename T::storage;
-  const Quantizer qz = Quantizer::make(h.eb_abs);
+  const Quantizer qz = Quantizer::make<T>(h.eb_abs);
   const int64_t radius = h.radius;
   const uint32_t alphabet = 2 * h.radius;
   std::vector<uint16_t> codes(size_t(grid.total));
@@ -418,24 +466,29 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
   std::vector<std::vector<uint64_t>> hists(static_cast<size_t>(nthreads));
 
   struct QuantizeBody {
-    const S* x; const BlockGrid& grid; const Quantizer& qz; int64_t radius; uint32_t alphabet;
+    const S* x; const BlockGrid& grid; const Quantizer& qz; int64_t radius; uint32_t alphabet; uint8_t grid_bits;
     uint16_t* codes; std::vector<BlockSide>& side; std::vector<std::vector<uint64_t>>& hists;
-    struct State { std::vector<int64_t> scratch; uint64_t* hist; };
+    struct State { std::vector<int64_t> scratch; std::vector<uint32_t> sub; uint64_t* hist; };
     State make_thread_state() {
       auto& h = hists[size_t(omp_get_thread_num())];
       h.assign(alphabet, 0);
-      return State{{}, h.data()};
+      return State{{}, {}, h.data()};
     }
     void operator()(int64_t b, State& st) {
       const auto blk = grid.block(b);
       const PaddedGrid pg(blk);
       if (st.scratch.size() < size_t(pg.size)) st.scratch.resize(size_t(pg.size));
-      dispatch_dims(pg.ndim, [&](auto D) {
-        quantize_block<T, decltype(D)::value>(x + blk.start, pg, qz, radius, st.scratch.data(),
-                                              codes + blk.start, st.hist, side[size_t(b)]);
+      dispatch_grid(grid_bits, [&](auto g) {
+        using G = decltype(g);
+        dispatch_dims(pg.ndim, [&](auto D) {
+          quantize_block<T, decltype(D)::value, G>(x + blk.start, pg, qz, radius,
+                                                   reinterpret_cast<G*>(st.scratch.data()), codes + blk.start,
+                                                   side[size_t(b)]);
+        });
       });
+      add_histogram(codes + blk.start, blk.count, st.hist, st.sub, alphabet);
     }
-  } qbody{x, grid, qz, radius, alphabet, codes.data(), side, hists};
+  } qbody{x, grid, qz, radius, alphabet, h.grid_bits, codes.data(), side, hists};
   parallel_blocks(grid.n_blocks, nthreads, qbody);
 
   std::vector<uint64_t> hist(alphabet, 0);
@@ -463,24 +516,30 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
     void operator()(int64_t b, std::unique_ptr<State>& st) {
       const auto blk = grid.block(b);
       BlockSide& sd = side[size_t(b)];
-      st->bits.resize(size_t(blk.count) * kMaxCodeLen / 8 + 8);
-      BitWriter bw(st->bits.data());
-      uint64_t nbits = 0;
+      const uint64_t count = uint64_t(blk.count);
+      const size_t lane_room = size_t(count) * kMaxCodeLen / 8 + 8;
+      st->bits.resize(lane_room * kHuffmanLanes);
+      uint64_t nbits[kHuffmanLanes], nbytes[kHuffmanLanes];
       const uint16_t* c = codes + blk.start;
-      for (int64_t i = 0; i < blk.count; ++i) {
-        const auto e = cc.enc[c[i]];
-        bw.put(e.code, int(e.len));
-        nbits += e.len;
+      for (int lane = 0; lane < kHuffmanLanes; ++lane) {
+        BitWriter bw(st->bits.data() + lane * lane_room);
+        uint64_t bits = 0;
+        for (uint64_t i = lane_begin(count, lane); i < lane_begin(count, lane + 1); ++i) {
+          const auto e = cc.enc[c[i]];
+          bw.put(e.code, int(e.len));
+          bits += e.len;
+        }
+        nbits[lane] = bits;
+        nbytes[lane] = bw.finish();
       }
-      const uint64_t nbytes = bw.finish();
       std::vector<uint8_t> raw;
-      raw.reserve(24 + nbytes + sd.outliers.size() + sd.exact_index.size() * 4 + sd.exact_bytes.size());
+      raw.reserve(32 + nbytes[0] + nbytes[1] + sd.outliers.size() + sd.exact_index.size() * 4 + sd.exact_bytes.size());
       ByteSink s{raw};
-      s.put<uint64_t>(nbits);
+      for (int lane = 0; lane < kHuffmanLanes; ++lane) s.put<uint64_t>(nbits[lane]);
       s.put<uint32_t>(sd.n_outliers);
       s.put<uint32_t>(uint32_t(sd.outliers.size()));
       s.put<uint32_t>(uint32_t(sd.exact_index.size()));
-      s.bytes(st->bits.data(), nbytes);
+      for (int lane = 0; lane < kHuffmanLanes; ++lane) s.bytes(st->bits.data() + lane * lane_room, nbytes[lane]);
       s.bytes(sd.outliers.data(), sd.outliers.size());
       for (auto i : sd.exact_index) s.put<uint32_t>(i);
       s.bytes(sd.exact_bytes.data(), sd.exact_bytes.size());
@@ -519,7 +578,7 @@ struct ChunkRef {
 template <class T>
 void decode_lorenzo(const Header& h, const BlockGrid& grid, const CanonicalCode& cc, const std::vector<ChunkRef>& refs,
                     typename T::storage* out, int threads) {
-  const Quantizer qz = Quantizer::make(h.eb_abs);
+  const Quantizer qz = Quantizer::make<T>(h.eb_abs);
   struct Body {
     const Header& h; const BlockGrid& grid; const CanonicalCode& cc; const std::vector<ChunkRef>& refs;
     const Quantizer& qz; typename T::storage* out;
@@ -534,40 +593,44 @@ void decode_lorenzo(const Header& h, const BlockGrid& grid, const CanonicalCode&
       const uint8_t* payload = ref.p;
       uint64_t payload_len = ref.len;
       if (ref.flags & kChunkZstd) {
-        const uint64_t max_size = 20 + count * (kMaxCodeLen / 8 + 1) + 8 + count * 10 + count * (4 + dsize);
+        const uint64_t max_size = 40 + count * (kMaxCodeLen / 8 + 1) + 8 + count * 10 + count * (4 + dsize);
         st->z.decompress(ref.p, ref.len, st->raw, max_size);
         payload = st->raw.data();
         payload_len = st->raw.size();
       }
       ByteSource src(payload, payload_len, "chunk");
-      const uint64_t nbits = src.get<uint64_t>();
+      uint64_t nbits[kHuffmanLanes];
+      for (auto& b : nbits) b = src.get<uint64_t>();
       const uint32_t n_outliers = src.get<uint32_t>(), outlier_bytes = src.get<uint32_t>();
       const uint32_t n_exact = src.get<uint32_t>();
-      if (n_outliers > count || n_exact > count || nbits > count * kMaxCodeLen)
+      if (n_outliers > count || n_exact > count || nbits[0] > count * kMaxCodeLen || nbits[1] > count * kMaxCodeLen)
         throw StreamError("corrupted ebzip stream (chunk counts)");
-      const uint64_t huff_bytes = (nbits + 7) / 8;
-      const uint8_t* bits = src.take(huff_bytes);
+      const uint8_t* lane0 = src.take((nbits[0] + 7) / 8);
+      const uint8_t* lane1 = src.take((nbits[1] + 7) / 8);
       ByteSource outliers(src.take(outlier_bytes), outlier_bytes, "outliers");
       const uint8_t* exact_index = src.take(uint64_t(n_exact) * 4);
       const uint8_t* exact_vals = src.take(uint64_t(n_exact) * dsize);
       if (src.pos != src.len) throw StreamError("corrupted ebzip stream (chunk length)");
 
       st->codes.resize(count);
-      BitReader br(bits, huff_bytes);
-      const HuffmanDecoder& dec = *cc.dec;
-      for (uint64_t i = 0; i < count; ++i) {
-        uint32_t sym;
-        if (!dec.decode(br, sym)) throw StreamError("corrupted ebzip stream (invalid Huffman code)");
-        st->codes[i] = uint16_t(sym);
-      }
-      if (br.bits_consumed() != nbits) throw StreamError("corrupted ebzip stream (Huffman length mismatch)");
+      static_assert(kHuffmanLanes == 2, "decoder interleaves exactly two lanes");
+      BitReader br0(lane0, (nbits[0] + 7) / 8), br1(lane1, (nbits[1] + 7) / 8);
+      const uint64_t mid = lane_begin(count, 1);
+      if (!cc.dec->decode_two_lanes(br0, st->codes.data(), mid, br1, st->codes.data() + mid, count - mid))
+        throw StreamError("corrupted ebzip stream (invalid Huffman code)");
+      if (br0.bits_consumed() != nbits[0] || br1.bits_consumed() != nbits[1])
+        throw StreamError("corrupted ebzip stream (Huffman length mismatch)");
 
       const PaddedGrid pg(blk);
       if (st->scratch.size() < size_t(pg.size)) st->scratch.resize(size_t(pg.size));
       auto* o = out + blk.start;
-      dispatch_dims(pg.ndim, [&](auto D) {
-        reconstruct_block<T, decltype(D)::value>(st->codes.data(), pg, qz, int64_t(h.radius), st->scratch.data(),
-                                                 outliers, n_outliers, o);
+      dispatch_grid(h.grid_bits, [&](auto g) {
+        using G = decltype(g);
+        dispatch_dims(pg.ndim, [&](auto D) {
+          reconstruct_block<T, decltype(D)::value, G>(st->codes.data(), pg, qz, int64_t(h.radius),
+                                                      reinterpret_cast<G*>(st->scratch.data()), outliers, n_outliers,
+                                                      o);
+        });
       });
       for (uint32_t e = 0; e < n_exact; ++e) {
         uint32_t idx;
@@ -623,14 +686,19 @@ std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& sha
   h.shape = shape;
   const uint64_t n = h.num_elements();
   h.pred = n == 0 ? PredShape{} : prediction_shape(shape);
-  // A zero bound (or a constant array in rel mode) is served exactly.
-  h.pipeline = p.eb_abs > 0 ? Pipeline::lorenzo : Pipeline::exact;
+  // A zero bound (or a constant array in rel mode) is served exactly;
+  // an empty array has nothing to quantize.
+  h.pipeline = p.eb_abs > 0 && n > 0 ? Pipeline::lorenzo : Pipeline::exact;
   h.radius = h.pipeline == Pipeline::lorenzo ? p.radius : 0;
+  h.grid_bits = h.pipeline == Pipeline::lorenzo ? 32 : 0;  // widened below if the data needs it
   const BlockGrid grid = n == 0 ? BlockGrid{} : BlockGrid::make(h.pred, int64_t(h.block_elems));
 
   Encoded enc;
   if (n > 0) {
     if (h.pipeline == Pipeline::lorenzo) {
+      const Range r = finite_range(data, n, h.dtype, p.threads);
+      const double max_abs = std::max(std::fabs(r.min), std::fabs(r.max));
+      if (r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1)) h.grid_bits = 64;
       dispatch_dtype(h.dtype, [&](auto t) {
         using T = decltype(t);
         enc = encode_lorenzo<T>(static_cast<const typename T::storage*>(data), h, grid, p.threads);

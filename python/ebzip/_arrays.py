@@ -106,7 +106,9 @@ def to_numpy(x, dtype: str | None = None) -> tuple[np.ndarray, str, Origin]:
             arr = arr.view(np.uint16)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    return np.ascontiguousarray(arr), name, NUMPY
+    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+        arr = arr.copy(order="C")
+    return arr, name, NUMPY
 
 
 def storage_dtype(name: str) -> np.dtype:

@@ -1,7 +1,7 @@
 // The ebzip stream, format version 1 (all integers little-endian):
 //
 //   header     "EBZP", u16 version, u8 dtype, u8 ndim, u8 mode, u8 pipeline,
-//              u16 reserved, u32 radius, f64 eb_param, f64 eb_abs,
+//              u8 grid_bits (32/64: integer width of the Lorenzo grid), u8 reserved, u32 radius, f64 eb_param, f64 eb_abs,
 //              u64 block_elems, u8 pred_ndim, 7 reserved bytes,
 //              u64 shape[ndim], u64 pred_shape[pred_ndim], u32 crc32(header)
 //   codebook   (pipeline 1 only) u32 stored_len, u32 crc32, stored bytes =
@@ -12,9 +12,10 @@
 //
 // A chunk's payload (after zstd, if flag 1 is set):
 //   pipeline 0 (exact):   the block's bytes, byte-plane shuffled
-//   pipeline 1 (lorenzo): u64 huffman_bits, u32 n_outliers, u32 outlier_bytes,
-//                         u32 n_exact, huffman bytes, zigzag-varint outlier
-//                         deltas, u32 exact_index[n_exact], exact values
+//   pipeline 1 (lorenzo): u64 lane_bits[2], u32 n_outliers, u32 outlier_bytes,
+//                         u32 n_exact, Huffman bytes of lane 0 then lane 1
+//                         (symbols [0, n/2) and [n/2, n)), zigzag-varint
+//                         outlier deltas, u32 exact_index[n_exact], exact values
 //
 // The format version changes only when these bytes change; it is independent
 // of the package version. Every length is checked against the buffer before use.
@@ -49,6 +50,7 @@ struct Header {
   DType dtype = DType::f32;
   Mode mode = Mode::abs;
   Pipeline pipeline = Pipeline::lorenzo;
+  uint8_t grid_bits = 0;
   uint32_t radius = 0;
   double eb_param = 0, eb_abs = 0;
   uint64_t block_elems = 0;
@@ -113,7 +115,8 @@ inline void write_header(std::vector<uint8_t>& out, const Header& h) {
   s.put<uint8_t>(uint8_t(h.shape.size()));
   s.put<uint8_t>(uint8_t(h.mode));
   s.put<uint8_t>(uint8_t(h.pipeline));
-  s.put<uint16_t>(0);
+  s.put<uint8_t>(h.grid_bits);
+  s.put<uint8_t>(0);
   s.put<uint32_t>(h.radius);
   s.put<double>(h.eb_param);
   s.put<double>(h.eb_abs);
@@ -137,7 +140,8 @@ inline Header read_header(ByteSource& src) {
   Header h;
   const uint8_t dtype = src.get<uint8_t>(), ndim = src.get<uint8_t>();
   const uint8_t mode = src.get<uint8_t>(), pipeline = src.get<uint8_t>();
-  src.get<uint16_t>();
+  h.grid_bits = src.get<uint8_t>();
+  src.get<uint8_t>();
   h.radius = src.get<uint32_t>();
   h.eb_param = src.get<double>();
   h.eb_abs = src.get<double>();
@@ -168,7 +172,8 @@ inline Header read_header(ByteSource& src) {
   }
   if (n != 0 && np != n) throw StreamError("corrupted ebzip header (prediction shape != shape)");
   if (h.block_elems == 0 || h.block_elems > (uint64_t(1) << 40)) throw StreamError("corrupted ebzip header (block size)");
-  if (h.pipeline == Pipeline::lorenzo && (h.radius < 1 || h.radius > 32768 || !(h.eb_abs > 0)))
+  if (h.pipeline == Pipeline::lorenzo &&
+      (h.radius < 1 || h.radius > 32768 || !(h.eb_abs > 0) || (h.grid_bits != 32 && h.grid_bits != 64)))
     throw StreamError("corrupted ebzip header (quantizer)");
   return h;
 }

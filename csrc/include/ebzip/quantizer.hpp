@@ -16,16 +16,27 @@ namespace ebzip {
 // 15 neighbours cannot overflow int64.
 constexpr double kQuantLimit = 1125899906842624.0;  // 2^50
 
+// Round to nearest, ties to even, for |v| < 2^51: adding 1.5 * 2^52 leaves no
+// fraction bits, so the FPU's own rounding does the work. Inline on every
+// compiler (llrint is a libm call on the host) and identical on a GPU.
+EBZ_HD_INLINE int64_t round_half_even(double v) {
+  const double magic = 6755399441055744.0;  // 1.5 * 2^52
+  return int64_t((v + magic) - magic);
+}
+
 struct Quantizer {
   double eb;        // absolute bound, > 0
   double step;      // 2 * eb
   double inv_step;  // 1 / step
+  double eb_in_type;  // eb rounded to the element type, as a user's check in that type sees it
 
+  template <class T>
   EBZ_HD static Quantizer make(double eb_abs) {
     Quantizer qz;
     qz.eb = eb_abs;
     qz.step = 2.0 * eb_abs;
     qz.inv_step = 1.0 / qz.step;
+    qz.eb_in_type = T::to_double(T::from_double(eb_abs));
     return qz;
   }
 
@@ -41,7 +52,7 @@ struct Quantizer {
   EBZ_HD_INLINE bool within_bound(double x, typename T::storage xr) const {
     const double diff = x - T::to_double(xr);
     if (!(fabs(diff) <= eb)) return false;
-    return fabs(T::to_double(T::from_double(diff))) <= T::to_double(T::from_double(eb));
+    return fabs(T::to_double(T::from_double(diff))) <= eb_in_type;
   }
 
   // Quantize one value. Returns false if it must be stored exactly
@@ -55,7 +66,7 @@ struct Quantizer {
       q = 0;  // a function of x alone, so a GPU can quantize every element independently
       return false;
     }
-    q = int64_t(llrint(v));
+    q = round_half_even(v);
     return within_bound<T>(xd, reconstruct<T>(q));
   }
 };
