@@ -3,7 +3,6 @@
 // depend on the number of threads.
 #include "codec_cpu.hpp"
 
-#include <omp.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -29,8 +28,9 @@ constexpr int kZstdLevel = 1;  // ratio as level 3 on Huffman output (measured),
 
 // ---------------------------------------------------------------- helpers
 
-// Runs body(b) for every block on `threads` threads; the first exception
-// thrown by any block is rethrown on the calling thread.
+// Runs body(b, state) for every block on `threads` threads, with per-thread
+// state from body.make_thread_state() handed to body.thread_done() at the
+// end; the first exception thrown by any block is rethrown on the caller.
 template <class Body>
 void parallel_blocks(int64_t n_blocks, int threads, Body&& body) {
   std::exception_ptr error;
@@ -38,7 +38,7 @@ void parallel_blocks(int64_t n_blocks, int threads, Body&& body) {
   std::atomic<bool> failed{false};
 #pragma omp parallel num_threads(std::max(1, threads))
   {
-    auto state = body.make_thread_state();
+    decltype(auto) state = body.make_thread_state();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < n_blocks; ++b) {
       if (failed.load(std::memory_order_relaxed)) continue;
@@ -50,8 +50,18 @@ void parallel_blocks(int64_t n_blocks, int threads, Body&& body) {
         failed = true;
       }
     }
+    body.thread_done(state);
   }
   if (error) std::rethrow_exception(error);
+}
+
+// Per-thread working memory, kept across calls: reallocating (and page-
+// faulting) megabytes of tables and zstd contexts on every call would cost
+// more than compressing a small array.
+template <class State>
+State& thread_cached() {
+  thread_local State state;
+  return state;
 }
 
 void put_varint(std::vector<uint8_t>& v, uint64_t u) {
@@ -213,32 +223,32 @@ CanonicalCode make_canonical(const Codebook& cb, uint32_t alphabet) {
   for (int L = 1; L <= kMaxCodeLen; ++L) kraft += uint64_t(count[L]) << (kMaxCodeLen - L);
   if (kraft > (uint64_t(1) << kMaxCodeLen)) throw StreamError("corrupted ebzip codebook (oversubscribed)");
   if (uint64_t(cb.first_symbol) + cb.lengths.size() > alphabet) throw StreamError("corrupted ebzip codebook (symbols)");
+  // Canonical order is (length, symbol): place symbols with a counting sort.
+  uint32_t next[kMaxCodeLen + 2] = {0};
+  for (int L = 1; L <= kMaxCodeLen; ++L) next[L + 1] = next[L] + count[L];
+  cc.sorted_syms.resize(next[kMaxCodeLen + 1]);
+  for (uint32_t j = 0; j < cb.lengths.size(); ++j)
+    if (cb.lengths[j]) cc.sorted_syms[next[cb.lengths[j]]++] = uint16_t(cb.first_symbol + j);
   uint32_t code = 0, idx = 0;
   d.max_len = 0;
+  std::fill(std::begin(d.lut), std::end(d.lut), 0u);
   for (int L = 1; L <= kMaxCodeLen; ++L) {
     d.first[L] = code;
     d.count[L] = count[L];
     d.index[L] = idx;
-    for (uint32_t j = 0; j < cb.lengths.size(); ++j)
-      if (cb.lengths[j] == L) {
-        const uint32_t sym = cb.first_symbol + j;
-        cc.enc[sym] = HuffmanEncoderEntry{code, uint32_t(L)};
-        cc.sorted_syms.push_back(uint16_t(sym));
-        ++code;
-        ++idx;
+    for (uint32_t k = 0; k < count[L]; ++k, ++code) {
+      const uint32_t sym = cc.sorted_syms[idx++];
+      cc.enc[sym] = HuffmanEncoderEntry{code, uint32_t(L)};
+      if (L <= kLutBits) {
+        const uint32_t lo = code << (kLutBits - L), hi = (code + 1) << (kLutBits - L);
+        for (uint32_t w = lo; w < hi; ++w) d.lut[w] = (sym << 5) | uint32_t(L);
       }
+    }
     if (count[L]) d.max_len = L;
     code <<= 1;
   }
   d.first[0] = d.count[0] = d.index[0] = 0;
   d.sorted_syms = cc.sorted_syms.data();
-  std::fill(std::begin(d.lut), std::end(d.lut), 0u);
-  for (uint32_t sym = 0; sym < alphabet; ++sym) {
-    const auto e = cc.enc[sym];
-    if (e.len == 0 || e.len > uint32_t(kLutBits)) continue;
-    const uint32_t lo = e.code << (kLutBits - e.len), hi = (e.code + 1) << (kLutBits - e.len);
-    for (uint32_t w = lo; w < hi; ++w) d.lut[w] = (sym << 5) | e.len;
-  }
   const uint32_t mask = (1u << kLutBits) - 1;
   for (uint32_t w = 0; w <= mask; ++w) {
     MultiSymbol m{{0, 0, 0}, 0, 0};
@@ -300,9 +310,11 @@ struct Chunk {
   uint32_t flags = 0;
 };
 
-void store_chunk(Chunk& chunk, std::vector<uint8_t>& raw, ZstdCtx& z) {
+// try_zstd: false where zstd is known not to pay (it finds repeats in runs
+// of short Huffman codes; measured: worth it up to ~5 bits per symbol, e.g. on quantized sources).
+void store_chunk(Chunk& chunk, std::vector<uint8_t>& raw, ZstdCtx& z, bool try_zstd = true) {
   std::vector<uint8_t> packed;
-  if (z.compress(raw, packed)) {
+  if (try_zstd && z.compress(raw, packed)) {
     chunk.bytes = std::move(packed);
     chunk.flags = kChunkZstd;
   } else {
@@ -374,20 +386,44 @@ void quantize_block(const typename T::storage* x, const PaddedGrid& pg, const Qu
 }
 
 // Histogram with four interleaved tables: runs of one symbol (the common
-// case) would otherwise serialise on a single counter.
-void add_histogram(const uint16_t* codes, int64_t n, uint64_t* hist, std::vector<uint32_t>& sub, uint32_t alphabet) {
-  sub.assign(size_t(alphabet) * 4, 0);
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    ++sub[codes[i]];
-    ++sub[alphabet + codes[i + 1]];
-    ++sub[2 * size_t(alphabet) + codes[i + 2]];
-    ++sub[3 * size_t(alphabet) + codes[i + 3]];
+// case) would otherwise serialise on a single counter. One per thread,
+// folded into 64-bit totals before any 32-bit counter could overflow.
+struct Histogram {
+  uint32_t alphabet = 0;
+  std::vector<uint32_t> sub;
+  std::vector<uint64_t> total;
+  uint64_t pending = 0;
+
+  void reset(uint32_t a) {
+    alphabet = a;
+    sub.assign(size_t(a) * 4, 0);
+    total.assign(a, 0);
+    pending = 0;
   }
-  for (; i < n; ++i) ++sub[codes[i]];
-  for (uint32_t a = 0; a < alphabet; ++a)
-    hist[a] += uint64_t(sub[a]) + sub[alphabet + a] + sub[2 * size_t(alphabet) + a] + sub[3 * size_t(alphabet) + a];
-}
+  void add(const uint16_t* codes, int64_t n) {
+    if (pending + uint64_t(n) >= (uint64_t(1) << 32)) fold();
+    pending += uint64_t(n);
+    uint32_t* s0 = sub.data();
+    uint32_t* s1 = s0 + alphabet;
+    uint32_t* s2 = s1 + alphabet;
+    uint32_t* s3 = s2 + alphabet;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      ++s0[codes[i]];
+      ++s1[codes[i + 1]];
+      ++s2[codes[i + 2]];
+      ++s3[codes[i + 3]];
+    }
+    for (; i < n; ++i) ++s0[codes[i]];
+  }
+  void fold() {
+    for (uint32_t a = 0; a < alphabet; ++a) {
+      total[a] += uint64_t(sub[a]) + sub[alphabet + a] + sub[2 * size_t(alphabet) + a] + sub[3 * size_t(alphabet) + a];
+      sub[a] = sub[alphabet + a] = sub[2 * size_t(alphabet) + a] = sub[3 * size_t(alphabet) + a] = 0;
+    }
+    pending = 0;
+  }
+};
 
 // Outlier deltas are rare; reading them stays out of the hot loop.
 [[gnu::noinline]] int64_t next_outlier(ByteSource& outliers, uint32_t& seen, uint32_t n_outliers) {
@@ -463,16 +499,22 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
   std::vector<uint16_t> codes(size_t(grid.total));
   std::vector<BlockSide> side(size_t(grid.n_blocks));
   const int nthreads = std::max(1, threads);
-  std::vector<std::vector<uint64_t>> hists(static_cast<size_t>(nthreads));
+  std::vector<uint64_t> hist(alphabet, 0);
+  std::mutex hist_mutex;
 
   struct QuantizeBody {
     const S* x; const BlockGrid& grid; const Quantizer& qz; int64_t radius; uint32_t alphabet; uint8_t grid_bits;
-    uint16_t* codes; std::vector<BlockSide>& side; std::vector<std::vector<uint64_t>>& hists;
-    struct State { std::vector<int64_t> scratch; std::vector<uint32_t> sub; uint64_t* hist; };
-    State make_thread_state() {
-      auto& h = hists[size_t(omp_get_thread_num())];
-      h.assign(alphabet, 0);
-      return State{{}, {}, h.data()};
+    uint16_t* codes; std::vector<BlockSide>& side; std::vector<uint64_t>& hist; std::mutex& hist_mutex;
+    struct State { std::vector<int64_t> scratch; Histogram h; };
+    State& make_thread_state() {
+      auto& st = thread_cached<State>();
+      st.h.reset(alphabet);
+      return st;
+    }
+    void thread_done(State& st) {
+      st.h.fold();
+      std::lock_guard<std::mutex> lock(hist_mutex);
+      for (uint32_t a = 0; a < alphabet; ++a) hist[a] += st.h.total[a];
     }
     void operator()(int64_t b, State& st) {
       const auto blk = grid.block(b);
@@ -486,14 +528,10 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
                                                    side[size_t(b)]);
         });
       });
-      add_histogram(codes + blk.start, blk.count, st.hist, st.sub, alphabet);
+      st.h.add(codes + blk.start, blk.count);
     }
-  } qbody{x, grid, qz, radius, alphabet, h.grid_bits, codes.data(), side, hists};
+  } qbody{x, grid, qz, radius, alphabet, h.grid_bits, codes.data(), side, hist, hist_mutex};
   parallel_blocks(grid.n_blocks, nthreads, qbody);
-
-  std::vector<uint64_t> hist(alphabet, 0);
-  for (auto& th : hists)
-    for (size_t s = 0; s < th.size(); ++s) hist[s] += th[s];
   const Codebook cb = build_codebook(hist);
   const CanonicalCode cc = make_canonical(cb, alphabet);
 
@@ -512,8 +550,10 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
     const BlockGrid& grid; const uint16_t* codes; const CanonicalCode& cc;
     std::vector<BlockSide>& side; std::vector<Chunk>& chunks;
     struct State { std::vector<uint8_t> bits; ZstdCtx z; };
-    std::unique_ptr<State> make_thread_state() { return std::make_unique<State>(); }
-    void operator()(int64_t b, std::unique_ptr<State>& st) {
+    State& make_thread_state() { return thread_cached<State>(); }
+    void thread_done(State&) {}
+    void operator()(int64_t b, State& st_ref) {
+      State* st = &st_ref;
       const auto blk = grid.block(b);
       BlockSide& sd = side[size_t(b)];
       const uint64_t count = uint64_t(blk.count);
@@ -544,7 +584,7 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
       for (auto i : sd.exact_index) s.put<uint32_t>(i);
       s.bytes(sd.exact_bytes.data(), sd.exact_bytes.size());
       sd = BlockSide{};  // free early
-      store_chunk(chunks[size_t(b)], raw, st->z);
+      store_chunk(chunks[size_t(b)], raw, st->z, nbits[0] + nbits[1] < 6 * count);
     }
   } ebody{grid, codes.data(), cc, side, enc.chunks};
   parallel_blocks(grid.n_blocks, nthreads, ebody);
@@ -555,8 +595,10 @@ std::vector<Chunk> encode_exact(const uint8_t* x, int dsize, const BlockGrid& gr
   std::vector<Chunk> chunks(size_t(grid.n_blocks));
   struct Body {
     const uint8_t* x; int dsize; const BlockGrid& grid; std::vector<Chunk>& chunks;
-    std::unique_ptr<ZstdCtx> make_thread_state() { return std::make_unique<ZstdCtx>(); }
-    void operator()(int64_t b, std::unique_ptr<ZstdCtx>& z) {
+    ZstdCtx& make_thread_state() { return thread_cached<ZstdCtx>(); }
+    void thread_done(ZstdCtx&) {}
+    void operator()(int64_t b, ZstdCtx& z_ref) {
+      ZstdCtx* z = &z_ref;
       const auto blk = grid.block(b);
       std::vector<uint8_t> raw(size_t(blk.count) * dsize);
       shuffle_bytes(x + blk.start * dsize, raw.data(), uint64_t(blk.count), dsize);
@@ -583,8 +625,10 @@ void decode_lorenzo(const Header& h, const BlockGrid& grid, const CanonicalCode&
     const Header& h; const BlockGrid& grid; const CanonicalCode& cc; const std::vector<ChunkRef>& refs;
     const Quantizer& qz; typename T::storage* out;
     struct State { std::vector<uint8_t> raw; std::vector<uint16_t> codes; std::vector<int64_t> scratch; ZstdCtx z; };
-    std::unique_ptr<State> make_thread_state() { return std::make_unique<State>(); }
-    void operator()(int64_t b, std::unique_ptr<State>& st) {
+    State& make_thread_state() { return thread_cached<State>(); }
+    void thread_done(State&) {}
+    void operator()(int64_t b, State& st_ref) {
+      State* st = &st_ref;
       const auto blk = grid.block(b);
       const ChunkRef& ref = refs[size_t(b)];
       if (crc32(ref.p, ref.len) != ref.crc) throw StreamError("ebzip chunk checksum mismatch (corrupted stream)");
@@ -647,8 +691,10 @@ void decode_exact(const Header& h, const BlockGrid& grid, const std::vector<Chun
   struct Body {
     const Header& h; const BlockGrid& grid; const std::vector<ChunkRef>& refs; uint8_t* out;
     struct State { std::vector<uint8_t> raw; ZstdCtx z; };
-    std::unique_ptr<State> make_thread_state() { return std::make_unique<State>(); }
-    void operator()(int64_t b, std::unique_ptr<State>& st) {
+    State& make_thread_state() { return thread_cached<State>(); }
+    void thread_done(State&) {}
+    void operator()(int64_t b, State& st_ref) {
+      State* st = &st_ref;
       const auto blk = grid.block(b);
       const ChunkRef& ref = refs[size_t(b)];
       if (crc32(ref.p, ref.len) != ref.crc) throw StreamError("ebzip chunk checksum mismatch (corrupted stream)");
@@ -689,7 +735,11 @@ std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& sha
   // A zero bound (or a constant array in rel mode) is served exactly;
   // an empty array has nothing to quantize.
   h.pipeline = p.eb_abs > 0 && n > 0 ? Pipeline::lorenzo : Pipeline::exact;
-  h.radius = h.pipeline == Pipeline::lorenzo ? p.radius : 0;
+  // Small arrays get a smaller alphabet: the per-call tables scale with it,
+  // and with few elements the rare large deltas cost little as outliers.
+  uint32_t radius = p.radius;
+  while (radius > 512 && uint64_t(radius) / 2 >= n) radius /= 2;
+  h.radius = h.pipeline == Pipeline::lorenzo ? radius : 0;
   h.grid_bits = h.pipeline == Pipeline::lorenzo ? 32 : 0;  // widened below if the data needs it
   const BlockGrid grid = n == 0 ? BlockGrid{} : BlockGrid::make(h.pred, int64_t(h.block_elems));
 

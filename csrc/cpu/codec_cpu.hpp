@@ -13,7 +13,7 @@ struct CompressParams {
   double eb_param = 0;   // what the user asked for (abs value, rel fraction or PSNR dB)
   double eb_abs = 0;     // the absolute bound to enforce; 0 = store exactly
   uint64_t block_elems = uint64_t(1) << 18;
-  uint32_t radius = 32768;
+  uint32_t radius = 32768;  // largest quantization radius (smaller for small arrays)
   int threads = 1;
 };
 
