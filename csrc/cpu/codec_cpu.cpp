@@ -781,39 +781,38 @@ std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& sha
   return out;
 }
 
-Header inspect(const uint8_t* stream, uint64_t len) {
-  ByteSource src(stream, len, "header");
-  return read_header(src);
-}
+namespace {
 
-void decompress(const uint8_t* stream, uint64_t len, void* out, int threads) {
-  ByteSource src(stream, len, "header");
-  const Header h = read_header(src);
-  const uint64_t n = h.num_elements();
-  const BlockGrid grid = n == 0 ? BlockGrid{} : BlockGrid::make(h.pred, int64_t(h.block_elems));
-  const uint32_t alphabet = 2 * h.radius;
+// Where everything is in a stream: header, codebook section, chunks. Checks
+// the header and table CRCs and that the sections add up to the stream's
+// exact length, so a bad stream fails here, before any output is allocated.
+struct Layout {
+  Header h;
+  BlockGrid grid;
+  const uint8_t* codebook = nullptr;
+  uint32_t codebook_len = 0;
+  std::vector<ChunkRef> refs;
+};
 
-  Codebook cb;
-  if (h.pipeline == Pipeline::lorenzo) {
-    const uint32_t stored = src.get<uint32_t>(), crc = src.get<uint32_t>();
-    const uint8_t* p = src.take(stored);
-    if (crc32(p, stored) != crc) throw StreamError("ebzip codebook checksum mismatch (corrupted stream)");
-    std::vector<uint8_t> raw;
-    ZstdCtx z;
-    z.decompress(p, stored, raw, 8 + uint64_t(alphabet));
-    ByteSource cs(raw.data(), raw.size(), "codebook");
-    cb.first_symbol = cs.get<uint32_t>();
-    const uint32_t nsym = cs.get<uint32_t>();
-    if (nsym > alphabet) throw StreamError("corrupted ebzip codebook (size)");
-    const uint8_t* lens = cs.take(nsym);
-    cb.lengths.assign(lens, lens + nsym);
+Layout parse_layout(const uint8_t* stream, uint64_t len) {
+  Layout L;
+  ByteSource src(stream, len, "header");
+  L.h = read_header(src);
+  const uint64_t n = L.h.num_elements();
+  L.grid = n == 0 ? BlockGrid{} : BlockGrid::make(L.h.pred, int64_t(L.h.block_elems));
+  if (L.h.pipeline == Pipeline::lorenzo) {
+    L.codebook_len = src.get<uint32_t>();
+    const uint32_t crc = src.get<uint32_t>();
+    L.codebook = src.take(L.codebook_len);
+    if (crc32(L.codebook, L.codebook_len) != crc)
+      throw StreamError("ebzip codebook checksum mismatch (corrupted stream)");
   }
   const size_t table_begin = src.pos;
   const uint64_t n_chunks = src.get<uint64_t>();
-  if (n_chunks != uint64_t(grid.n_blocks)) throw StreamError("corrupted ebzip stream (chunk count)");
-  src.need(n_chunks * 16 + 4);
-  std::vector<ChunkRef> refs(n_chunks);
-  for (auto& r : refs) {
+  if (n_chunks != uint64_t(L.grid.n_blocks) || n_chunks > (len - src.pos) / 16)
+    throw StreamError("corrupted ebzip stream (chunk count)");
+  L.refs.resize(n_chunks);
+  for (auto& r : L.refs) {
     r.len = src.get<uint64_t>();
     r.flags = src.get<uint32_t>();
     r.crc = src.get<uint32_t>();
@@ -821,18 +820,41 @@ void decompress(const uint8_t* stream, uint64_t len, void* out, int threads) {
   const uint32_t table_crc = src.get<uint32_t>();
   if (crc32(stream + table_begin, src.pos - 4 - table_begin) != table_crc)
     throw StreamError("ebzip chunk table checksum mismatch (corrupted stream)");
-  for (auto& r : refs) r.p = src.take(r.len);
+  for (auto& r : L.refs) r.p = src.take(r.len);
   if (src.pos != src.len) throw StreamError("ebzip stream has trailing bytes (corrupted or concatenated stream)");
-  if (n == 0) return;
+  return L;
+}
 
-  if (h.pipeline == Pipeline::lorenzo) {
-    const CanonicalCode cc = make_canonical(cb, alphabet);
-    dispatch_dtype(h.dtype, [&](auto t) {
+Codebook read_codebook(const Layout& L) {
+  std::vector<uint8_t> raw;
+  ZstdCtx z;
+  const uint32_t alphabet = 2 * L.h.radius;
+  z.decompress(L.codebook, L.codebook_len, raw, 8 + uint64_t(alphabet));
+  ByteSource cs(raw.data(), raw.size(), "codebook");
+  Codebook cb;
+  cb.first_symbol = cs.get<uint32_t>();
+  const uint32_t nsym = cs.get<uint32_t>();
+  if (nsym > alphabet) throw StreamError("corrupted ebzip codebook (size)");
+  const uint8_t* lens = cs.take(nsym);
+  cb.lengths.assign(lens, lens + nsym);
+  return cb;
+}
+
+}  // namespace
+
+Header inspect(const uint8_t* stream, uint64_t len) { return parse_layout(stream, len).h; }
+
+void decompress(const uint8_t* stream, uint64_t len, void* out, int threads) {
+  const Layout L = parse_layout(stream, len);
+  if (L.h.num_elements() == 0) return;
+  if (L.h.pipeline == Pipeline::lorenzo) {
+    const CanonicalCode cc = make_canonical(read_codebook(L), 2 * L.h.radius);
+    dispatch_dtype(L.h.dtype, [&](auto t) {
       using T = decltype(t);
-      decode_lorenzo<T>(h, grid, cc, refs, static_cast<typename T::storage*>(out), threads);
+      decode_lorenzo<T>(L.h, L.grid, cc, L.refs, static_cast<typename T::storage*>(out), threads);
     });
   } else {
-    decode_exact(h, grid, refs, static_cast<uint8_t*>(out), threads);
+    decode_exact(L.h, L.grid, L.refs, static_cast<uint8_t*>(out), threads);
   }
 }
 

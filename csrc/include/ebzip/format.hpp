@@ -171,7 +171,7 @@ inline Header read_header(ByteSource& src) {
     np *= uint64_t(h.pred.n[k]);
   }
   if (n != 0 && np != n) throw StreamError("corrupted ebzip header (prediction shape != shape)");
-  if (h.block_elems == 0 || h.block_elems > (uint64_t(1) << 40)) throw StreamError("corrupted ebzip header (block size)");
+  if (h.block_elems == 0 || h.block_elems > (uint64_t(1) << 32)) throw StreamError("corrupted ebzip header (block size)");
   if (h.pipeline == Pipeline::lorenzo &&
       (h.radius < 1 || h.radius > 32768 || !(h.eb_abs > 0) || (h.grid_bits != 32 && h.grid_bits != 64)))
     throw StreamError("corrupted ebzip header (quantizer)");
