@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
-"""ebzip beside SZ3, ZFP and zstd on the real fields in ../shared/data, all in one run.
+"""ebzip beside SZ3, SZ2, ZFP and zstd on the real fields in ../shared/data, all in one run.
 
 Every lossy codec gets the same absolute bound, abs_eb = rel x (max - min) of the
 field, for each rel in --rel (default 1e-2 1e-3 1e-4). Per codec and field it
 measures compression ratio, max |error| / abs_eb (in float64), bound violations,
 PSNR, bits/value and compress/decompress throughput (original MB per second,
 1 MB = 1e6 B, best of --repeats). ebzip runs at 1 and 2 threads (threads= passed
-explicitly); the peers run single-threaded. zstd (level 3) is the lossless
-reference, measured once per field.
+explicitly); the peers run single-threaded: SZ3 (pysz), SZ2 (the H5Z-SZ filter of
+hdf5plugin, through an in-memory HDF5 file) and ZFP (zfpy). zstd (level 3) is the
+lossless reference, measured once per field.
+
+Then (unless --no-rd) a rate-distortion sweep measures ebzip, SZ3, SZ2 and ZFP at
+the denser bounds --rd-rel (ratio and PSNR only, one run each) and compares, per
+field, ebzip's PSNR with SZ3's at equal bits/value.
+
+The "Acceptance" block of the report checks the bars of the "compression ratio
+above SZ3" issue: GM CR of ebzip >= 1.10 x the better of SZ3 and SZ2 at each of
+--rel with zero violations; ebzip (2 threads) compress/decompress MB/s >= SZ3
+(1 thread); PSNR >= SZ3's at equal bits/value on >= 80 % of fields.
 
 Writes compare_cpu.md, compare_cpu.json and rate_distortion.png to --out
-(default bench/results/) and prints the summary table. Peers that are not
-installed are skipped with a note; so is the whole run when the data is absent.
+(default bench/results/) and prints the summary and acceptance tables. Peers that
+are not installed are skipped with a note; so is the whole run when the data is absent.
 
-    python bench/compare_cpu.py                 # everything
-    python bench/compare_cpu.py --quick         # 3 smallest fields, 1 repeat (CI smoke)
-    python bench/compare_cpu.py --fields 'mni*' --codecs ebzip,sz3 --repeats 5
+    python bench/compare_cpu.py                 # everything (timed run, then the RD sweep)
+    python bench/compare_cpu.py --quick         # 3 smallest fields, 1 repeat, RD sweep on them (CI smoke)
+    python bench/compare_cpu.py --fields 'mni*' --codecs ebzip,sz3 --repeats 5 --no-rd
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import fnmatch
+import itertools
 import importlib.metadata as md
 import json
 import math
@@ -40,7 +51,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "bench" / "results"
 DEFAULT_RELS = (1e-2, 1e-3, 1e-4)
-ALL_CODECS = ("ebzip_t1", "ebzip_t2", "sz3", "zfp", "zstd")
+# The rate-distortion sweep: denser bounds, ratio and PSNR only (bounds already in --rel are reused).
+DEFAULT_RD_RELS = (3e-2, 1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 5e-5)
+ALL_CODECS = ("ebzip_t1", "ebzip_t2", "sz3", "sz2_h5", "zfp", "zstd")
+RD_CODECS = ("ebzip", "sz3", "sz2_h5", "zfp")  # "ebzip" = the stream of ebzip_t2 (or _t1): the same for any count
+# Bars of the "compression ratio above SZ3" issue.
+BAR_CR = 1.10  # GM CR of ebzip / max(GM CR sz3, GM CR sz2_h5), at each bound of --rel
+BAR_SPEED = 1.0  # aggregate MB/s of ebzip (2 threads) / SZ3 (1 thread), compress and decompress
+BAR_RD = 0.80  # fraction of fields where ebzip's PSNR >= SZ3's at equal bits/value
+CR_PEERS = ("sz3", "sz2_h5")
 
 
 # --------------------------------------------------------------------------- codec adapters
@@ -48,8 +67,9 @@ class Codec(NamedTuple):
     name: str
     lossless: bool
     version: str
-    compress: Callable  # (x, abs_eb) -> bytes-like stream
+    compress: Callable  # (x, abs_eb) -> bytes-like stream (or an object with .nbytes, see _H5Chunk)
     decompress: Callable  # (stream, shape, dtype) -> array of that shape/dtype
+    describe: Callable | None = None  # (stream) -> short note on what the codec chose (predictor), or None
 
 
 def _version(dist: str) -> str:
@@ -60,21 +80,35 @@ def _version(dist: str) -> str:
 
 
 def _as_4d(shape) -> tuple:
-    # SZ3 and ZFP stop at 4 dimensions: merge leading axes (as BASELINES.md did for 5-D fields).
+    # SZ3, SZ2 and ZFP stop at 4 dimensions: merge leading axes (as BASELINES.md did for 5-D fields).
+    # (H5Z-SZ aborts the whole process on a 5-D chunk: "doesn't support 5 dimensions".)
     return tuple(shape) if len(shape) <= 4 else (math.prod(shape[:-3]),) + tuple(shape[-3:])
 
 
 def ebzip_codec(threads: int) -> Codec:
     import ebzip
 
-    # threads= is passed on every call so neither the env nor the global default decides it.
+    def describe(blob) -> str:
+        # What predictor="auto" (the default) chose for this array.
+        info = blob.info
+        pipe = blob.pipeline  # "lorenzo", "interp" or "exact"
+        if pipe == "interp" and isinstance(info.get("interp"), dict):
+            pipe += "-cubic" if info["interp"].get("cubic") else "-linear"
+        pred = info.get("pred_shape")
+        return f"{pipe} {len(pred)}D" if pred else pipe
+
+    # threads= is passed on every call so neither the env nor the global default decides it;
+    # predictor is left at its default ("auto"), which is what the issue measures.
     return Codec(f"ebzip_t{threads}", False, getattr(ebzip, "__version__", "?"),
                  lambda x, eb: ebzip.compress(x, eb, mode="abs", threads=threads),
-                 lambda blob, shape, dtype: ebzip.decompress(blob, threads=threads))
+                 lambda blob, shape, dtype: ebzip.decompress(blob, threads=threads), describe)
 
 
 def sz3_codec() -> Codec:
     from pysz import sz, szAlgorithm, szConfig, szErrorBoundMode
+
+    algo_names = {getattr(szAlgorithm, k): k for k in dir(szAlgorithm) if k.isupper()}
+    last_algo = {}  # id(stream) -> cmprAlgo read back by the last decompress (what INTERP_LORENZO chose)
 
     def compress(x, eb):
         conf = szConfig()
@@ -86,10 +120,61 @@ def sz3_codec() -> Codec:
         return blob  # a uint8 view of exactly the stream bytes
 
     def decompress(blob, shape, dtype):
-        y, _conf = sz.decompress(blob, dtype, _as_4d(shape))
+        y, conf = sz.decompress(blob, dtype, _as_4d(shape))
+        last_algo.clear()
+        last_algo[id(blob)] = conf.cmprAlgo
         return y.reshape(shape)
 
-    return Codec("sz3", False, _version("pysz"), compress, decompress)
+    def describe(blob):
+        algo = last_algo.get(id(blob))
+        return None if algo is None else algo_names.get(algo, str(algo))
+
+    return Codec("sz3", False, _version("pysz"), compress, decompress, describe)
+
+
+class _H5Chunk:
+    """sz2_h5's compressed 'stream': an in-memory HDF5 file whose one dataset is one SZ-filtered chunk.
+
+    nbytes = the chunk's stored size. The raw-data chunk cache is off (rdcc_nbytes=0), so
+    writing runs the filter at once and every read decompresses the chunk again.
+    """
+
+    def __init__(self, file, dset):
+        self.file, self.dset = file, dset
+        self.nbytes = dset.id.get_storage_size()
+
+    def __del__(self):
+        try:
+            self.file.close()
+        except Exception:
+            pass
+
+
+def sz2_codec() -> Codec:
+    import h5py
+    import hdf5plugin
+
+    if not hdf5plugin.get_config().registered_filters.get("sz"):
+        raise ImportError("hdf5plugin has no SZ filter registered")
+    names = itertools.count()
+
+    def compress(x, eb):
+        # As in BASELINES.md: hdf5plugin.SZ(absolute=abs_eb), the whole field one chunk; the file lives in
+        # memory only (core driver, no backing store). File and dataset creation are timed with the write.
+        x4 = np.ascontiguousarray(x.reshape(_as_4d(x.shape)))
+        f = h5py.File(f"ebzip-bench-sz2-{os.getpid()}-{next(names)}.h5", "w", driver="core",
+                      backing_store=False, rdcc_nbytes=0)
+        dset = f.create_dataset("x", shape=x4.shape, dtype=x4.dtype, chunks=x4.shape,
+                                **hdf5plugin.SZ(absolute=eb))
+        dset[...] = x4
+        return _H5Chunk(f, dset)
+
+    def decompress(blob, shape, dtype):
+        return blob.dset[()].reshape(shape)  # reading the dataset back = running the filter backwards
+
+    hdf5 = getattr(h5py.version, "hdf5_version", "?")
+    return Codec("sz2_h5", False, f"hdf5plugin {_version('hdf5plugin')} H5Z-SZ (h5py {_version('h5py')}, HDF5 {hdf5})",
+                 compress, decompress)
 
 
 def zfp_codec() -> Codec:
@@ -110,14 +195,19 @@ def zstd_codec() -> Codec:
 
 
 FACTORIES = {"ebzip_t1": lambda: ebzip_codec(1), "ebzip_t2": lambda: ebzip_codec(2),
-             "sz3": sz3_codec, "zfp": zfp_codec, "zstd": zstd_codec}
+             "sz3": sz3_codec, "sz2_h5": sz2_codec, "zfp": zfp_codec, "zstd": zstd_codec}
 
 
 def load_codecs(names) -> list[Codec]:
     codecs = []
+    # One round trip on a small array first: loads plugins and libraries outside the timed runs
+    # (the H5Z-SZ filter's first use costs tens of ms) and drops a codec that does not work here.
+    warm = np.sin(np.arange(16 * 16 * 16, dtype=np.float32) / 50).reshape(16, 16, 16)
     for name in names:
         try:
-            codecs.append(FACTORIES[name]())
+            codec = FACTORIES[name]()
+            codec.decompress(codec.compress(warm, 1e-3), warm.shape, warm.dtype)
+            codecs.append(codec)
         except Exception as exc:  # ImportError, or a broken build: skip this peer, keep the run
             print(f"note: skipping {name}: {type(exc).__name__}: {exc}")
     return codecs
@@ -142,6 +232,7 @@ def timed(fn, repeats: int):
     """The last result and every wall time; callers keep the best (least disturbed) one."""
     times, out = [], None
     for _ in range(repeats):
+        out = None  # free the previous result outside the timed region
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
@@ -150,7 +241,7 @@ def timed(fn, repeats: int):
 
 def measure(codec: Codec, x: np.ndarray, x64: np.ndarray, value_range: float, eb: float, repeats: int) -> dict:
     blob, comp_times = timed(lambda: codec.compress(x, eb), repeats)
-    nbytes = memoryview(blob).nbytes
+    nbytes = blob.nbytes if isinstance(blob, _H5Chunk) else memoryview(blob).nbytes
     y, decomp_times = timed(lambda: codec.decompress(blob, x.shape, x.dtype), repeats)
     tc, td = min(comp_times), min(decomp_times)
     if y.shape != x.shape or y.dtype != x.dtype:
@@ -160,20 +251,24 @@ def measure(codec: Codec, x: np.ndarray, x64: np.ndarray, value_range: float, eb
     max_err, mse = float(err.max()), float(np.mean(err * err))
     psnr = math.inf if mse == 0 else 20 * math.log10(value_range) - 10 * math.log10(mse)
     mb = x.nbytes / 1e6
+    chose = codec.describe(blob) if codec.describe else None
     return dict(nbytes=nbytes, ratio=x.nbytes / nbytes, bits_per_value=8 * nbytes / x.size,
                 max_err=max_err, err_over_eb=max_err / eb if eb > 0 else (0.0 if max_err == 0 else math.inf),
                 violation=not (max_err <= eb),  # also true for NaN errors
                 psnr=psnr, comp_s=tc, decomp_s=td, comp_mbs=mb / tc, decomp_mbs=mb / td,
-                comp_times=comp_times, decomp_times=decomp_times)
+                comp_times=comp_times, decomp_times=decomp_times, **({"chose": chose} if chose else {}))
+
+
+def _load(root: Path, e: dict):
+    x = read_field(root, e)
+    x64 = x.astype(np.float64)
+    return x, x64, float(np.nanmax(x64)) - float(np.nanmin(x64))
 
 
 def run(fields, root: Path, codecs: list[Codec], rels, repeats: int) -> list[dict]:
     records = []
     for e in fields:
-        x = read_field(root, e)
-        x64 = x.astype(np.float64)
-        lo, hi = float(np.nanmin(x64)), float(np.nanmax(x64))
-        value_range = hi - lo
+        x, x64, value_range = _load(root, e)
         print(f"{e['name']:<30} {'x'.join(map(str, x.shape)):>18} {x.dtype}  {x.nbytes / 1e6:7.2f} MB", flush=True)
         for codec in codecs:
             for rel in (["lossless"] if codec.lossless else rels):
@@ -188,6 +283,105 @@ def run(fields, root: Path, codecs: list[Codec], rels, repeats: int) -> list[dic
                     print(f"  {codec.name} rel={rel}: ERROR {rec['error']}")
                 records.append(rec)
     return records
+
+
+def rd_codecs(codecs: list[Codec]) -> dict[str, Codec]:
+    """The codecs of the rate-distortion sweep, by series name ("ebzip" = ebzip_t2, else ebzip_t1)."""
+    by = {c.name: c for c in codecs}
+    out = {}
+    for series in RD_CODECS:
+        if series == "ebzip":
+            c = by.get("ebzip_t2") or by.get("ebzip_t1")
+        else:
+            c = by.get(series)
+        if c is not None:
+            out[series] = c
+    return out
+
+
+def _series(codec_name: str) -> str:
+    return "ebzip" if codec_name.startswith("ebzip") else codec_name
+
+
+def run_rd(fields, root: Path, codecs: list[Codec], rd_rels, records) -> list[dict]:
+    """Ratio/PSNR points at every bound of rd_rels (one run each; timing is not reported).
+
+    Points the timed run already has (same codec stream, same bound) are reused, not measured again.
+    """
+    sweep = rd_codecs(codecs)
+    names = {c.name for c in sweep.values()}
+    have = {(r["field"], _series(r["codec"]), r["rel"]): r for r in records
+            if "error" not in r and r["rel"] != "lossless" and r["codec"] in names}
+    points = []
+    for e in fields:
+        x = x64 = value_range = None
+        for series, codec in sweep.items():
+            for rel in rd_rels:
+                base = dict(field=e["name"], series=series, codec=codec.name, rel=rel)
+                r = have.get((e["name"], series, rel))
+                if r is None:
+                    if x is None:
+                        x, x64, value_range = _load(root, e)
+                    try:
+                        r = measure(codec, x, x64, value_range, rel * value_range, 1)
+                    except Exception as exc:
+                        print(f"  rd {e['name']} {codec.name} rel={rel:g}: ERROR {type(exc).__name__}: {exc}")
+                        points.append(dict(base, error=f"{type(exc).__name__}: {exc}"))
+                        continue
+                    base["source"] = "rd"
+                else:
+                    base["source"] = "timed run"
+                points.append(dict(base, **{k: r[k] for k in ("nbytes", "ratio", "bits_per_value", "psnr",
+                                                              "err_over_eb", "violation")},
+                                   **({"chose": r["chose"]} if "chose" in r else {})))
+        print(f"  rd {e['name']}: {len(rd_rels)} bounds x {', '.join(sweep)}", flush=True)
+    return points
+
+
+def rd_gains(ours, theirs) -> list[dict]:
+    """ebzip's PSNR interpolated at each peer point's bits/value, minus the peer's PSNR.
+
+    ours/theirs: [(bits_per_value, psnr)]. Linear interpolation of PSNR in log2(bits/value) along
+    ebzip's measured curve; peer points outside ebzip's bits/value range are not comparable.
+    Points with infinite PSNR (lossless) are left out of both curves.
+    """
+    pts = sorted((math.log2(b), p) for b, p in ours if b > 0 and math.isfinite(p))
+    if len(pts) < 2:
+        return []
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    out = []
+    for b, p in sorted(theirs):
+        if not (b > 0 and math.isfinite(p)):
+            continue
+        lx = math.log2(b)
+        if xs[0] <= lx <= xs[-1]:
+            ours_p = float(np.interp(lx, xs, ys))
+            out.append(dict(bits_per_value=b, peer_psnr=p, ebzip_psnr=ours_p, gain_db=ours_p - p))
+    return out
+
+
+def rd_compare(points, peer: str = "sz3") -> dict:
+    """Per field: ebzip vs peer at equal bits/value; a field passes if no comparable point loses."""
+    fields = list(dict.fromkeys(p["field"] for p in points))
+    per_field = []
+    for f in fields:
+        curve = {s: [(p["bits_per_value"], p["psnr"]) for p in points
+                     if p["field"] == f and p["series"] == s and "error" not in p] for s in ("ebzip", peer)}
+        if not curve["ebzip"] or not curve[peer]:
+            continue
+        g = rd_gains(curve["ebzip"], curve[peer])
+        gains = [x["gain_db"] for x in g]
+        per_field.append(dict(field=f, comparable=len(g), peer_points=len(curve[peer]),
+                              mean_gain_db=float(np.mean(gains)) if gains else math.nan,
+                              min_gain_db=min(gains) if gains else math.nan,
+                              passed=bool(gains) and min(gains) >= 0.0, points=g))
+    n = len(per_field)
+    passed = sum(r["passed"] for r in per_field)
+    means = [r["mean_gain_db"] for r in per_field if r["comparable"]]
+    return dict(peer=peer, fields=n, passed=passed, fraction=passed / n if n else math.nan,
+                mean_gain_db=float(np.mean(means)) if means else math.nan,
+                failing=[r["field"] for r in per_field if not r["passed"]],
+                not_comparable=[r["field"] for r in per_field if not r["comparable"]], per_field=per_field)
 
 
 # --------------------------------------------------------------------------- summary
@@ -218,22 +412,75 @@ def summarize(records, codecs, rels) -> list[dict]:
     return rows
 
 
-def ratio_rows(summary, rels) -> list[dict]:
-    """ebzip / SZ3 per bound: GM CR, and aggregate throughput of ebzip at 1 and 2 threads."""
-    by = {(s["codec"], s["rel"]): s for s in summary}
-    out = []
+def _ok(records, codec, rel) -> dict:
+    return {r["field"]: r for r in records if r["codec"] == codec and r["rel"] == rel and "error" not in r}
+
+
+def acceptance(records, codecs, rels, rd=None) -> dict:
+    """The bars of the "compression ratio above SZ3" issue, from this run's measurements."""
+    names = {c.name for c in codecs}
+    ours = "ebzip_t2" if "ebzip_t2" in names else ("ebzip_t1" if "ebzip_t1" in names else None)
+    acc = dict(ebzip=ours, bar_cr=BAR_CR, bar_speed=BAR_SPEED, bar_rd=BAR_RD, cr=[], speed=[])
+    if ours is None:
+        return acc
+    peers = [p for p in CR_PEERS if p in names]
     for rel in rels:
-        sz = by.get(("sz3", rel))
-        eb1, eb2 = by.get(("ebzip_t1", rel)), by.get(("ebzip_t2", rel))
-        if not sz or not (eb1 or eb2):
-            continue
-        row = dict(rel=rel, gm_cr=(eb2 or eb1)["gm_cr"] / sz["gm_cr"])
-        for tag, s in (("t1", eb1), ("t2", eb2)):
-            if s:
-                row[f"comp_{tag}"] = s["comp_mbs"] / sz["comp_mbs"]
-                row[f"decomp_{tag}"] = s["decomp_mbs"] / sz["decomp_mbs"]
-        out.append(row)
-    return out
+        eb = _ok(records, ours, rel)
+        recs = [r for r in records if r["codec"].startswith("ebzip") and r["rel"] == rel]
+        row = dict(rel=rel, violations=sum(bool(r.get("violation")) for r in recs),
+                   errors=sum("error" in r for r in recs))
+        # GM over the fields every compared codec has (an error in one codec must not shift the others' means).
+        common = set(eb)
+        for p in peers:
+            common &= set(_ok(records, p, rel))
+        row["fields"] = len(common)
+        row["gm_cr"] = {"ebzip": gmean(eb[f]["ratio"] for f in common) if common else math.nan}
+        for p in peers:
+            peer = _ok(records, p, rel)
+            row["gm_cr"][p] = gmean(peer[f]["ratio"] for f in common) if common else math.nan
+        if peers and common:
+            best = max(peers, key=lambda p: row["gm_cr"][p])
+            row.update(best_peer=best, ratio=row["gm_cr"]["ebzip"] / row["gm_cr"][best])
+            row["passed"] = row["ratio"] >= BAR_CR and row["violations"] == 0 and row["errors"] == 0
+        elif row["errors"] or row["violations"]:
+            row["passed"] = False
+        # ebzip_t1 and ebzip_t2 must write the same stream: count fields where the sizes differ.
+        t1, t2 = _ok(records, "ebzip_t1", rel), _ok(records, "ebzip_t2", rel)
+        row["t1_t2_size_mismatch"] = sum(t1[f]["nbytes"] != t2[f]["nbytes"] for f in set(t1) & set(t2))
+        acc["cr"].append(row)
+    if "sz3" in names:
+        tot = {k: dict(mb=0.0, ec=0.0, ed=0.0, sc=0.0, sd=0.0) for k in ("all",)}
+        for rel in list(rels):
+            fast, sz = _ok(records, "ebzip_t2", rel), _ok(records, "sz3", rel)
+            slow = _ok(records, "ebzip_t1", rel)
+            common = set(fast) & set(sz)
+            if not common:
+                continue
+            mb = sum(sz[f]["orig_bytes"] for f in common) / 1e6
+            t = dict(mb=mb, ec=sum(fast[f]["comp_s"] for f in common), ed=sum(fast[f]["decomp_s"] for f in common),
+                     sc=sum(sz[f]["comp_s"] for f in common), sd=sum(sz[f]["decomp_s"] for f in common))
+            for k in t:
+                tot["all"][k] += t[k]
+            row = _speed_row(rel, t)
+            if set(slow) >= common:  # informational: ebzip on 1 thread
+                row["comp_ratio_t1"] = (mb / sum(slow[f]["comp_s"] for f in common)) / row["comp_sz3"]
+                row["decomp_ratio_t1"] = (mb / sum(slow[f]["decomp_s"] for f in common)) / row["decomp_sz3"]
+            acc["speed"].append(row)
+        if acc["speed"]:
+            acc["speed"].append(_speed_row("all", tot["all"]))
+    if rd is not None:
+        acc["rd"] = {k: v for k, v in rd.items() if k != "per_field"}
+        acc["rd"]["passed_bar"] = rd["fraction"] >= BAR_RD if rd["fields"] else None
+    return acc
+
+
+def _speed_row(rel, t) -> dict:
+    row = dict(rel=rel, mb=t["mb"], comp_ebzip_t2=t["mb"] / t["ec"], comp_sz3=t["mb"] / t["sc"],
+               decomp_ebzip_t2=t["mb"] / t["ed"], decomp_sz3=t["mb"] / t["sd"])
+    row["comp_ratio"] = row["comp_ebzip_t2"] / row["comp_sz3"]
+    row["decomp_ratio"] = row["decomp_ebzip_t2"] / row["decomp_sz3"]
+    row["passed"] = row["comp_ratio"] >= BAR_SPEED and row["decomp_ratio"] >= BAR_SPEED
+    return row
 
 
 # --------------------------------------------------------------------------- reports
@@ -258,13 +505,100 @@ def summary_table(summary) -> list[str]:
     return lines
 
 
-def ratio_table(ratios) -> list[str]:
-    lines = ["| rel eb | GM CR ebzip ÷ sz3 | comp MB/s ebzip(2 thr) ÷ sz3(1 thr) | decomp MB/s ebzip(2 thr) ÷ sz3(1 thr) "
-             "| comp ebzip(1 thr) ÷ sz3 | decomp ebzip(1 thr) ÷ sz3 |",
-             "|---|---|---|---|---|---|"]
-    for r in ratios:
-        lines.append(f"| {_rel(r['rel'])} | {_f(r['gm_cr'], '.2f')} | {_f(r.get('comp_t2'), '.2f')} | "
-                     f"{_f(r.get('decomp_t2'), '.2f')} | {_f(r.get('comp_t1'), '.2f')} | {_f(r.get('decomp_t1'), '.2f')} |")
+def _verdict(ok) -> str:
+    return "–" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def acceptance_lines(acc) -> list[str]:
+    """Markdown for the acceptance block (also what the script prints)."""
+    lines = []
+    if acc.get("cr"):
+        peers = [p for p in CR_PEERS if any(p in r["gm_cr"] for r in acc["cr"])]
+        lines += [f"**Compression ratio** ({acc['ebzip']}; bar: GM CR ≥ {BAR_CR:.2f} × the better of "
+                  f"{' and '.join(peers) or 'the peers'} at each bound, zero violations)", "",
+                  "| rel eb | fields | GM CR ebzip | " + " | ".join(f"GM CR {p}" for p in peers)
+                  + " | better peer | ebzip ÷ better | ebzip violations (t1+t2 runs) | verdict |",
+                  "|---|---|---|" + "---|" * len(peers) + "---|---|---|---|"]
+        for r in acc["cr"]:
+            viol = f"{r['violations']}" + (f" ({r['errors']} errors)" if r["errors"] else "")
+            lines.append(f"| {_rel(r['rel'])} | {r['fields']} | {_f(r['gm_cr']['ebzip'], '.2f')} | "
+                         + " | ".join(_f(r["gm_cr"].get(p), ".2f") for p in peers)
+                         + f" | {r.get('best_peer', '–')} | {_f(r.get('ratio'), '.3f')} | {viol} | "
+                         f"{_verdict(r.get('passed'))} |")
+        mism = sum(r["t1_t2_size_mismatch"] for r in acc["cr"])
+        if mism:
+            lines += ["", f"WARNING: ebzip_t1 and ebzip_t2 streams differ in size on {mism} field/bound pairs."]
+        verdicts = [r.get("passed") for r in acc["cr"]]
+        lines += ["", f"Compression ratio bar: {_verdict(all(verdicts) if None not in verdicts else None)}"
+                  + (" (failing at rel " + ", ".join(_rel(r['rel']) for r in acc["cr"] if r.get("passed") is False) + ")"
+                     if False in verdicts else ""), ""]
+    if acc.get("speed"):
+        lines += [f"**Throughput** (aggregate MB/s = total MB / total seconds over the fields; bar: ebzip on 2 threads "
+                  f"≥ {BAR_SPEED:g} × SZ3 on 1 thread, compress and decompress, at every bound)", "",
+                  "| rel eb | MB | comp ebzip 2 thr | comp sz3 | comp ratio | decomp ebzip 2 thr | decomp sz3 | "
+                  "decomp ratio | verdict | comp ratio ebzip 1 thr | decomp ratio ebzip 1 thr |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in acc["speed"]:
+            lines.append(f"| {_rel(r['rel'])} | {r['mb']:.1f} | {r['comp_ebzip_t2']:.1f} | {r['comp_sz3']:.1f} | "
+                         f"{r['comp_ratio']:.2f} | {r['decomp_ebzip_t2']:.1f} | {r['decomp_sz3']:.1f} | "
+                         f"{r['decomp_ratio']:.2f} | {_verdict(r['passed'])} | {_f(r.get('comp_ratio_t1'), '.2f')} | "
+                         f"{_f(r.get('decomp_ratio_t1'), '.2f')} |")
+        per_rel = [r["passed"] for r in acc["speed"] if r["rel"] != "all"]
+        lines += ["", f"Throughput bar: {_verdict(all(per_rel))}", ""]
+    rd = acc.get("rd")
+    if rd:
+        lines += [f"**Rate-distortion** (bar: ebzip's PSNR ≥ {rd['peer']}'s at equal bits/value, at every comparable "
+                  f"{rd['peer']} point, on ≥ {BAR_RD:.0%} of fields)", "",
+                  f"{rd['passed']}/{rd['fields']} fields = {_f(rd['fraction'], '.0%')}; mean PSNR gain "
+                  f"{_f(rd['mean_gain_db'], '+.2f')} dB. Rate-distortion bar: {_verdict(rd['passed_bar'])}"
+                  + (f". Failing: {', '.join(rd['failing'])}" if rd["failing"] else "")
+                  + (f". Not comparable (no {rd['peer']} point inside ebzip's bits/value range; counted as failing): "
+                     f"{', '.join(rd['not_comparable'])}" if rd["not_comparable"] else "") + ".", ""]
+    if acc.get("rd_violations"):
+        lines += ["Bound violations in the rate-distortion sweep (fields × bounds): "
+                  + ", ".join(f"{k} {v}" for k, v in acc["rd_violations"].items()) + ".", ""]
+    return lines
+
+
+def rd_tables(rds: dict, rd_rels) -> list[str]:
+    """Per field gains vs each RD peer (sz3 decides the bar; the others are for information)."""
+    peers = [p for p in rds if rds[p]["fields"]]
+    if not peers:
+        return []
+    lines = [f"Bounds: rel ∈ {{{', '.join(_rel(r) for r in rd_rels)}}}. Gain = ebzip's PSNR, interpolated linearly in "
+             "log2(bits/value) along its own curve at the peer's bits/value, minus the peer's PSNR; only peer points "
+             "inside ebzip's measured bits/value range count (n = how many). A field passes when no such point has "
+             "a negative gain.", "",
+             "| peer | fields passing | fraction | mean gain dB |", "|---|---|---|---|"]
+    for p in peers:
+        r = rds[p]
+        lines.append(f"| {p} | {r['passed']}/{r['fields']} | {_f(r['fraction'], '.0%')} | {_f(r['mean_gain_db'], '+.2f')} |")
+    fields = list(dict.fromkeys(f["field"] for p in peers for f in rds[p]["per_field"]))
+    by = {(p, f["field"]): f for p in peers for f in rds[p]["per_field"]}
+    lines += ["", "| field | " + " | ".join(f"vs {p}: n / mean / min gain dB" for p in peers) + " |",
+              "|---|" + "---|" * len(peers)]
+    for f in fields:
+        cells = []
+        for p in peers:
+            r = by.get((p, f))
+            cells.append("–" if r is None else f"{r['comparable']} / {_f(r['mean_gain_db'], '+.2f')} / "
+                         f"{_f(r['min_gain_db'], '+.2f')}" + ("" if r["passed"] else " ✗"))
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def choice_table(records, codecs, rels) -> list[str]:
+    """What ebzip's predictor="auto" and SZ3's ALGO_INTERP_LORENZO picked per field."""
+    names = [n for n in ("ebzip_t2" if any(c.name == "ebzip_t2" for c in codecs) else "ebzip_t1", "sz3")
+             if any(c.name == n for c in codecs)]
+    by = {(r["field"], r["codec"], r["rel"]): r.get("chose") for r in records}
+    if not any(by.get((r["field"], n, r["rel"])) for r in records for n in names):
+        return []
+    cols = [(n, rel) for n in names for rel in rels]
+    lines = ["| field | " + " | ".join(f"{_series(n)} {_rel(rel)}" for n, rel in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for f in dict.fromkeys(r["field"] for r in records):
+        lines.append(f"| {f} | " + " | ".join(by.get((f, n, rel)) or "–" for n, rel in cols) + " |")
     return lines
 
 
@@ -302,30 +636,54 @@ def field_tables(records, codecs, rels) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, env, summary, ratios, records, codecs, rels, skipped):
+def _load_note(env) -> str:
+    la = env.get("loadavg") or {}
+    parts = [f"{k.replace('_', ' ')} {' '.join(f'{v:.2f}' for v in la[k])}" for k in ("before_timing", "after_timing")
+             if la.get(k)]
+    return ("Load average (1/5/15 min): " + "; ".join(parts) + ".") if parts else ""
+
+
+def write_markdown(path: Path, env, summary, acc, records, codecs, rels, skipped, rds=None, rd_rels=()):
     lines = ["# ebzip vs peers on CPU (bench/compare_cpu.py)", "",
              f"Generated {env['date']} on {env['machine']} ({env['cpu_model']}), {env['cpu_count']} CPUs, "
-             f"Python {env['python']}, numpy {env['versions'].get('numpy')}.",
+             f"Python {env['python']}, numpy {env['versions'].get('numpy')}, ebzip from `{env.get('ebzip_file')}`"
+             f" (repository commit {env.get('repo_commit') or '?'}). {_load_note(env)}",
              f"{len(set(r['field'] for r in records))} fields from `{env['data']}`, best of {env['repeats']} "
              "repeats; abs_eb = rel × (max − min) of each field, the same for every codec. "
              "MB = 1e6 B of original data; aggregate MB/s = total MB / total seconds (dominated by the large fields). "
              "Errors are measured in float64; viol = fields with max |error| > abs_eb.", "",
              "Codecs: " + "; ".join(f"{c.name} {c.version}" for c in codecs)
-             + ". ebzip_tN = ebzip with threads=N; sz3 = pysz ABS, ALGO_INTERP_LORENZO, openmp off; "
+             + ". ebzip_tN = ebzip with threads=N and the default predictor=\"auto\"; sz3 = pysz ABS, "
+             "ALGO_INTERP_LORENZO, openmp off; sz2_h5 = hdf5plugin.SZ(absolute=abs_eb), whole field = 1 chunk, "
+             "in-memory HDF5 file (core driver, no backing store, chunk cache off), size = the chunk's stored size, "
+             "compress = create file + dataset + write, decompress = read the dataset back; "
              "zfp = zfpy fixed-accuracy tolerance=abs_eb; zstd = level 3 on raw bytes (lossless). "
-             "SZ3 and ZFP get >4-D fields with leading axes merged.", ""]
+             "SZ3, SZ2 and ZFP get >4-D fields with leading axes merged.", ""]
     if skipped:
         lines += [f"Skipped (not installed or failed to load): {', '.join(skipped)}.", ""]
+    if acc.get("cr") or acc.get("speed") or acc.get("rd"):
+        lines += ["## Acceptance (compression ratio above SZ3)", ""] + acceptance_lines(acc)
     lines += ["## Summary", "", "GM CR = geometric mean of per-field ratios; GM CR native = the same over fields "
               "whose source is not already quantised (manifest `quantized_source: false`); agg CR = total original "
               "bytes / total compressed bytes.", ""] + summary_table(summary)
-    if ratios:
-        lines += ["", "## ebzip ÷ SZ3", ""] + ratio_table(ratios)
+    if rds:
+        lines += ["", "## Rate-distortion at equal bits/value", ""] + rd_tables(rds, rd_rels)
+        lines += ["", "Curves: `rate_distortion.png` (PSNR vs bits/value, log scale, one panel per field)."]
+    choices = choice_table(records, codecs, rels)
+    if choices:
+        lines += ["", "## Predictor chosen", "", "ebzip: pipeline and the number of axes it predicts over "
+                  "(predictor=\"auto\"); sz3: the algorithm ALGO_INTERP_LORENZO settled on (read back from the stream).",
+                  ""] + choices
     lines += ["", "## Per field", "", "(q) = quantised source."] + field_tables(records, codecs, rels)
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot_rate_distortion(path: Path, records, codecs) -> str | None:
+PLOT_STYLE = {"ebzip": dict(color="C3", marker="o", zorder=4), "sz3": dict(color="C0", marker="s"),
+              "sz2_h5": dict(color="C2", marker="^"), "zfp": dict(color="C1", marker="D")}
+
+
+def plot_rate_distortion(path: Path, points) -> str | None:
+    """PSNR vs bits/value per field, one panel per field, one curve per series (ebzip, sz3, sz2_h5, zfp)."""
     try:
         import matplotlib
 
@@ -333,32 +691,34 @@ def plot_rate_distortion(path: Path, records, codecs) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed; no rate_distortion.png"
-    # ebzip_t1 and ebzip_t2 write the same stream, so plot ebzip once.
-    names = [c.name for c in codecs if not c.lossless]
-    names = [n for n in names if n != "ebzip_t2" or "ebzip_t1" not in names]
-    fields = list(dict.fromkeys(r["field"] for r in records))
-    if not names or not fields:
+    series = [s for s in PLOT_STYLE if any(p["series"] == s for p in points)]
+    series += [s for s in dict.fromkeys(p["series"] for p in points) if s not in series]
+    fields = list(dict.fromkeys(p["field"] for p in points))
+    if not series or not fields:
         return "nothing lossy to plot"
     ncol = min(4, len(fields))
     nrow = math.ceil(len(fields) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False)
     for ax, f in zip(axes.flat, fields):
-        for n in names:
-            pts = sorted((r["bits_per_value"], r["psnr"]) for r in records
-                         if r["field"] == f and r["codec"] == n and "error" not in r and math.isfinite(r["psnr"]))
+        for sname in series:
+            pts = sorted((p["bits_per_value"], p["psnr"]) for p in points
+                         if p["field"] == f and p["series"] == sname and "error" not in p and math.isfinite(p["psnr"]))
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=n.removesuffix("_t1"))
+                ax.plot(*zip(*pts), ms=3, lw=1, label=sname, **PLOT_STYLE.get(sname, {}))
+        ax.set_xscale("log", base=2)
         ax.set_title(f, fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(fields):]:
-        ax.axis("off")
-    for ax in axes.flat[:len(fields)]:
+        ax.grid(alpha=0.3, which="both")
         ax.set_xlabel("bits/value", fontsize=7)
         ax.set_ylabel("PSNR dB", fontsize=7)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.6 * nrow)))
+    for ax in axes.flat[len(fields):]:
+        ax.axis("off")
+    handles, labels = {}, {}
+    for ax in axes.flat[:len(fields)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.8 * nrow)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
@@ -374,8 +734,18 @@ def environment(args, data: Path) -> dict:
     try:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        if commit and dirty:
+            commit += " + uncommitted changes"
     except (OSError, subprocess.SubprocessError):
         commit = None
+    try:
+        import h5py
+
+        hdf5 = h5py.version.hdf5_version
+    except Exception:
+        hdf5 = None
     try:
         import ebzip
 
@@ -387,9 +757,18 @@ def environment(args, data: Path) -> dict:
                 cpu_count=os.cpu_count(),
                 cpu_affinity=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                 python=platform.python_version(), repo_commit=commit, ebzip_file=ebzip_file,
-                versions={d: _version(d) for d in ("numpy", "ebzip", "pysz", "zfpy", "zstandard", "matplotlib")},
+                versions=dict({d: _version(d) for d in ("numpy", "ebzip", "pysz", "zfpy", "hdf5plugin", "h5py",
+                                                        "zstandard", "matplotlib")}, hdf5=hdf5),
                 env={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "EBZIP_NUM_THREADS")},
-                data=str(data), repeats=args.repeats, rels=args.rel, argv=sys.argv[1:])
+                data=str(data), repeats=args.repeats, rels=args.rel, rd_rels=args.rd_rel if args.rd else None,
+                argv=sys.argv[1:], loadavg={})
+
+
+def _loadavg():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
 
 
 def _jsonable(obj):
@@ -417,6 +796,11 @@ def parse_args(argv=None):
     p.add_argument("--codecs", default=",".join(ALL_CODECS),
                    help=f"comma-separated subset of {','.join(ALL_CODECS)} ('ebzip' = both ebzip entries)")
     p.add_argument("--quick", action="store_true", help="3 smallest fields, 1 repeat (CI smoke test)")
+    p.add_argument("--rd", action=argparse.BooleanOptionalAction, default=True,
+                   help="after the timed run, the rate-distortion sweep over --rd-rel (default on; --no-rd skips it)")
+    p.add_argument("--rd-rel", type=float, nargs="+", default=list(DEFAULT_RD_RELS),
+                   help="bounds of the rate-distortion sweep (default " + " ".join(f"{r:g}" for r in DEFAULT_RD_RELS)
+                   + ")")
     args = p.parse_args(argv)
     names = []
     for n in (s.strip() for s in args.codecs.split(",") if s.strip()):
@@ -452,22 +836,45 @@ def main(argv=None) -> int:
     env = environment(args, data)
     print(f"{len(fields)} fields, codecs: {', '.join(f'{c.name} {c.version}' for c in codecs)}; "
           f"best of {args.repeats}")
+    env["loadavg"]["before_timing"] = _loadavg()
+    t0 = time.perf_counter()
     records = run(fields, data, codecs, args.rel, args.repeats)
+    env["timed_run_s"] = time.perf_counter() - t0
+    env["loadavg"]["after_timing"] = _loadavg()
     summary = summarize(records, codecs, args.rel)
-    ratios = ratio_rows(summary, args.rel)
+
+    points, rds = [], {}
+    if args.rd and rd_codecs(codecs):
+        print(f"rate-distortion sweep: rel {' '.join(f'{r:g}' for r in args.rd_rel)}", flush=True)
+        t0 = time.perf_counter()
+        points = run_rd(fields, data, codecs, args.rd_rel, records)
+        env["rd_run_s"] = time.perf_counter() - t0
+        if any(p["series"] == "ebzip" for p in points):
+            rds = {peer: rd_compare(points, peer) for peer in ("sz3", "sz2_h5", "zfp")
+                   if any(p["series"] == peer for p in points)}
+    else:  # plot what the timed run has
+        points = [dict(field=r["field"], series=_series(r["codec"]), codec=r["codec"], rel=r["rel"],
+                       **{k: r[k] for k in ("bits_per_value", "psnr", "ratio")})
+                  for r in records if "error" not in r and r["rel"] != "lossless"
+                  and r["codec"] != ("ebzip_t2" if any(c.name == "ebzip_t1" for c in codecs) else None)]
+    acc = acceptance(records, codecs, args.rel, rds.get("sz3"))
+    if points and args.rd:
+        acc["rd_violations"] = {s: sum(bool(p.get("violation")) for p in points if p["series"] == s)
+                                for s in dict.fromkeys(p["series"] for p in points)}
 
     args.out.mkdir(parents=True, exist_ok=True)
-    write_markdown(args.out / "compare_cpu.md", env, summary, ratios, records, codecs, args.rel, skipped)
+    write_markdown(args.out / "compare_cpu.md", env, summary, acc, records, codecs, args.rel, skipped, rds,
+                   args.rd_rel)
     (args.out / "compare_cpu.json").write_text(json.dumps(_jsonable(
         dict(environment=env, codecs={c.name: dict(version=c.version, lossless=c.lossless) for c in codecs},
-             skipped=skipped, summary=summary, ebzip_over_sz3=ratios, records=records)), indent=1) + "\n")
-    note = plot_rate_distortion(args.out / "rate_distortion.png", records, codecs)
+             skipped=skipped, summary=summary, acceptance=acc, rate_distortion=rds, records=records,
+             rd_points=points if args.rd else [])), indent=1) + "\n")
+    note = plot_rate_distortion(args.out / "rate_distortion.png", points)
 
     print()
     print("\n".join(summary_table(summary)))
-    if ratios:
-        print()
-        print("\n".join(ratio_table(ratios)))
+    print()
+    print("\n".join(acceptance_lines(acc)))
     if note:
         print(f"note: {note}")
     print(f"\nwrote {args.out / 'compare_cpu.md'}, compare_cpu.json" + ("" if note else ", rate_distortion.png"))

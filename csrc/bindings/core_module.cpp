@@ -39,7 +39,16 @@ py::dict header_dict(const Header& h) {
   d["eb_abs"] = h.eb_abs;
   d["radius"] = h.radius;
   d["block_elems"] = h.block_elems;
-  d["format_version"] = int(kFormatVersion);
+  d["grid_bits"] = int(h.grid_bits);
+  py::tuple pred(h.pred.ndim);
+  for (int k = 0; k < h.pred.ndim; ++k) pred[k] = h.pred.n[k];
+  d["pred_shape"] = pred;
+  if (h.pipeline == Pipeline::interp) {
+    d["interp"] = py::dict(py::arg("cubic") = bool(h.interp.cubic), py::arg("alpha") = h.interp.alpha,
+                           py::arg("beta") = h.interp.beta,
+                           py::arg("tile") = py::make_tuple(h.tile[0], h.tile[1], h.tile[2], h.tile[3]));
+  }
+  d["format_version"] = int(h.version);
   return d;
 }
 
@@ -70,7 +79,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "compress",
       [](py::array arr, int dtype, int mode, double eb_param, double eb_abs, StreamBuffer& out, int threads,
-         uint64_t block_elems) {
+         uint64_t block_elems, int predictor, int interp_cubic, double interp_alpha, double interp_beta) {
         if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
         if (dtype < 0 || dtype > 3 || mode < 0 || mode > 2) throw std::invalid_argument("bad dtype or mode code");
         cpu::CompressParams p;
@@ -80,6 +89,13 @@ PYBIND11_MODULE(_core, m) {
         p.eb_abs = eb_abs;
         p.threads = threads;
         if (block_elems) p.block_elems = block_elems;
+        if (predictor < 0 || predictor > 2) throw std::invalid_argument("bad predictor code");
+        p.predictor = cpu::Predictor(predictor);
+        p.interp.cubic = uint8_t(interp_cubic != 0);
+        if (!(interp_alpha >= 1 && interp_alpha <= 16 && interp_beta >= 1 && interp_beta <= 1e6))
+          throw std::invalid_argument("interpolation level bounds out of range");
+        p.interp.alpha = interp_alpha;
+        p.interp.beta = interp_beta;
         if (arr.itemsize() != dtype_size(p.dtype)) throw std::invalid_argument("array itemsize does not match dtype");
         std::vector<uint64_t> shape(arr.shape(), arr.shape() + arr.ndim());
         const void* src = arr.data();
@@ -87,7 +103,8 @@ PYBIND11_MODULE(_core, m) {
         out.data = cpu::compress(src, shape, p);
       },
       py::arg("array"), py::arg("dtype"), py::arg("mode"), py::arg("eb_param"), py::arg("eb_abs"), py::arg("out"),
-      py::arg("threads") = 1, py::arg("block_elems") = 0);
+      py::arg("threads") = 1, py::arg("block_elems") = 0, py::arg("predictor") = 0, py::arg("interp_cubic") = 1,
+      py::arg("interp_alpha") = 1.0, py::arg("interp_beta") = 1.0);
 
   m.def(
       "inspect",

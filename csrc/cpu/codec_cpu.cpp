@@ -13,6 +13,7 @@
 #include <string>
 
 #include "ebzip/huffman.hpp"
+#include "ebzip/interpolation.hpp"
 #include "ebzip/lorenzo.hpp"
 #include "ebzip/quantizer.hpp"
 
@@ -36,7 +37,10 @@ void parallel_blocks(int64_t n_blocks, int threads, Body&& body) {
   std::exception_ptr error;
   std::mutex error_mutex;
   std::atomic<bool> failed{false};
-#pragma omp parallel num_threads(std::max(1, threads))
+  // No more threads than blocks: an idle team member still costs a wake-up
+  // and a barrier, which on a busy machine can take milliseconds.
+  const int team = int(std::max<int64_t>(1, std::min<int64_t>(threads, n_blocks)));
+#pragma omp parallel num_threads(team)
   {
     decltype(auto) state = body.make_thread_state();
 #pragma omp for schedule(dynamic, 1)
@@ -82,12 +86,14 @@ uint64_t get_varint(ByteSource& src) {
   throw StreamError("corrupted ebzip stream (bad varint in outliers)");
 }
 
-// Drops size-1 axes and merges leading axes beyond four into the first.
-PredShape prediction_shape(const std::vector<uint64_t>& shape) {
+// Drops size-1 axes and merges leading axes beyond max_dims (at most four)
+// into the first: fewer prediction axes pay where an axis is barely
+// correlated (levels, ensemble members, stacked variables).
+PredShape prediction_shape(const std::vector<uint64_t>& shape, int max_dims = kMaxPredDims) {
   std::vector<int64_t> dims;
   for (auto d : shape)
     if (d != 1) dims.push_back(int64_t(d));
-  while (dims.size() > size_t(kMaxPredDims)) {
+  while (dims.size() > size_t(std::max(1, std::min(max_dims, kMaxPredDims)))) {
     dims[1] *= dims[0];
     dims.erase(dims.begin());
   }
@@ -336,7 +342,8 @@ void unshuffle_bytes(const uint8_t* in, uint8_t* out, uint64_t n, int size) {
 struct BlockSide {  // what a block stores beside its Huffman bits
   std::vector<uint8_t> outliers;  // zigzag varints of out-of-range deltas
   uint32_t n_outliers = 0;
-  std::vector<uint32_t> exact_index;
+  uint32_t exact_count = 0;
+  std::vector<uint32_t> exact_index;  // Lorenzo only
   std::vector<uint8_t> exact_bytes;
 };
 
@@ -378,6 +385,7 @@ void quantize_block(const typename T::storage* x, const PaddedGrid& pg, const Qu
       int64_t q;
       if (!qz.quantize<T>(xr[i], q)) {
         side.exact_index.push_back(uint32_t(flat + i));
+        ++side.exact_count;
         const auto* p = reinterpret_cast<const uint8_t*>(xr + i);
         side.exact_bytes.insert(side.exact_bytes.end(), p, p + sizeof(xr[i]));
       }
@@ -483,29 +491,259 @@ void dispatch_dtype(DType t, Fn&& fn) {
   }
 }
 
-// ---------------------------------------------------------------- compress
+// ---------------------------------------------------------------- payloads
+
+// A predictive chunk: Huffman lanes of its codes plus its BlockSide (see
+// format.hpp). Lorenzo chunks list the index of each exact value; the
+// interpolation predictor visits points in a fixed order, so its exact
+// values need no index.
+struct PayloadWriter {
+  std::vector<uint8_t> bits;
+
+  // Returns the payload; total Huffman bits go to *huffman_bits.
+  std::vector<uint8_t> write(const uint16_t* codes, uint64_t count, const CanonicalCode& cc, const BlockSide& sd,
+                             bool with_index, uint64_t* huffman_bits) {
+    const size_t lane_room = size_t(count) * kMaxCodeLen / 8 + 8;
+    bits.resize(lane_room * kHuffmanLanes);
+    uint64_t nbits[kHuffmanLanes], nbytes[kHuffmanLanes];
+    for (int lane = 0; lane < kHuffmanLanes; ++lane) {
+      BitWriter bw(bits.data() + lane * lane_room);
+      uint64_t total = 0;
+      for (uint64_t i = lane_begin(count, lane); i < lane_begin(count, lane + 1); ++i) {
+        const auto e = cc.enc[codes[i]];
+        bw.put(e.code, int(e.len));
+        total += e.len;
+      }
+      nbits[lane] = total;
+      nbytes[lane] = bw.finish();
+    }
+    *huffman_bits = nbits[0] + nbits[1];
+    std::vector<uint8_t> raw;
+    raw.reserve(32 + nbytes[0] + nbytes[1] + sd.outliers.size() + sd.exact_index.size() * 4 + sd.exact_bytes.size());
+    ByteSink s{raw};
+    for (int lane = 0; lane < kHuffmanLanes; ++lane) s.put<uint64_t>(nbits[lane]);
+    s.put<uint32_t>(sd.n_outliers);
+    s.put<uint32_t>(uint32_t(sd.outliers.size()));
+    s.put<uint32_t>(uint32_t(sd.exact_count));
+    for (int lane = 0; lane < kHuffmanLanes; ++lane) s.bytes(bits.data() + lane * lane_room, nbytes[lane]);
+    s.bytes(sd.outliers.data(), sd.outliers.size());
+    if (with_index)
+      for (auto i : sd.exact_index) s.put<uint32_t>(i);
+    s.bytes(sd.exact_bytes.data(), sd.exact_bytes.size());
+    return raw;
+  }
+};
+
+struct Payload {
+  ByteSource outliers{nullptr, 0, "outliers"};
+  uint32_t n_outliers = 0, n_exact = 0;
+  const uint8_t* exact_index = nullptr;  // Lorenzo only
+  const uint8_t* exact_vals = nullptr;
+};
+
+// Parses a chunk payload and Huffman-decodes its `count` codes.
+Payload read_payload(const uint8_t* p, uint64_t len, uint64_t count, int dsize, bool with_index,
+                     const HuffmanDecoder& dec, uint16_t* codes) {
+  ByteSource src(p, len, "chunk");
+  uint64_t nbits[kHuffmanLanes];
+  for (auto& b : nbits) b = src.get<uint64_t>();
+  Payload pl;
+  pl.n_outliers = src.get<uint32_t>();
+  const uint32_t outlier_bytes = src.get<uint32_t>();
+  pl.n_exact = src.get<uint32_t>();
+  if (pl.n_outliers > count || pl.n_exact > count || nbits[0] > count * kMaxCodeLen || nbits[1] > count * kMaxCodeLen)
+    throw StreamError("corrupted ebzip stream (chunk counts)");
+  const uint8_t* lane0 = src.take((nbits[0] + 7) / 8);
+  const uint8_t* lane1 = src.take((nbits[1] + 7) / 8);
+  pl.outliers = ByteSource(src.take(outlier_bytes), outlier_bytes, "outliers");
+  if (with_index) pl.exact_index = src.take(uint64_t(pl.n_exact) * 4);
+  pl.exact_vals = src.take(uint64_t(pl.n_exact) * dsize);
+  if (src.pos != src.len) throw StreamError("corrupted ebzip stream (chunk length)");
+  static_assert(kHuffmanLanes == 2, "decoder interleaves exactly two lanes");
+  BitReader br0(lane0, (nbits[0] + 7) / 8), br1(lane1, (nbits[1] + 7) / 8);
+  const uint64_t mid = lane_begin(count, 1);
+  if (!dec.decode_two_lanes(br0, codes, mid, br1, codes + mid, count - mid))
+    throw StreamError("corrupted ebzip stream (invalid Huffman code)");
+  if (br0.bits_consumed() != nbits[0] || br1.bits_consumed() != nbits[1])
+    throw StreamError("corrupted ebzip stream (Huffman length mismatch)");
+  return pl;
+}
 
 struct Encoded {
   std::vector<uint8_t> codebook;  // stored (zstd) codebook section payload
   std::vector<Chunk> chunks;
 };
 
+// ---------------------------------------------------------------- predictors
+//
+// A predictor turns block b into codes + BlockSide (quantize) and back
+// (reconstruct). encode_predictive / decode_predictive do the rest: the
+// global histogram and codebook, Huffman lanes, zstd, chunk assembly.
+
 template <class T>
-Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const BlockGrid& grid, int threads) {
+struct LorenzoPredictor {
   using S = typename T::storage;
-  const Quantizer qz = Quantizer::make<T>(h.eb_abs);
-  const int64_t radius = h.radius;
-  const uint32_t alphabet = 2 * h.radius;
-  std::vector<uint16_t> codes(size_t(grid.total));
-  std::vector<BlockSide> side(size_t(grid.n_blocks));
-  const int nthreads = std::max(1, threads);
+  const S* x;  // compress input, or
+  S* out;      // decompress output
+  BlockGrid grid;
+  Quantizer qz;
+  int64_t radius;
+  uint8_t grid_bits;
+  static constexpr bool kWithIndex = true;
+  struct State { std::vector<int64_t> scratch; };
+
+  int64_t n_blocks() const { return grid.n_blocks; }
+  uint64_t block_count(int64_t b) const { return uint64_t(grid.block(b).count); }
+
+  template <class Fn>
+  void with_block(int64_t b, State& st, Fn&& fn) const {
+    const auto blk = grid.block(b);
+    const PaddedGrid pg(blk);
+    if (st.scratch.size() < size_t(pg.size)) st.scratch.resize(size_t(pg.size));
+    dispatch_grid(grid_bits, [&](auto g) {
+      using G = decltype(g);
+      dispatch_dims(pg.ndim, [&](auto D) { fn(blk, pg, reinterpret_cast<G*>(st.scratch.data()), D); });
+    });
+  }
+  void quantize(int64_t b, State& st, uint16_t* codes, BlockSide& side) const {
+    with_block(b, st, [&](const BlockGrid::Block& blk, const PaddedGrid& pg, auto* scratch, auto D) {
+      quantize_block<T, decltype(D)::value>(x + blk.start, pg, qz, radius, scratch, codes, side);
+    });
+  }
+  void reconstruct(int64_t b, State& st, const uint16_t* codes, Payload& pl) const {
+    const int dsize = dtype_size(T::code);
+    with_block(b, st, [&](const BlockGrid::Block& blk, const PaddedGrid& pg, auto* scratch, auto D) {
+      S* o = out + blk.start;
+      reconstruct_block<T, decltype(D)::value>(codes, pg, qz, radius, scratch, pl.outliers, pl.n_outliers, o);
+      for (uint32_t e = 0; e < pl.n_exact; ++e) {
+        uint32_t idx;
+        memcpy(&idx, pl.exact_index + 4 * uint64_t(e), 4);
+        if (idx >= uint64_t(blk.count)) throw StreamError("corrupted ebzip stream (exact value index)");
+        memcpy(o + idx, pl.exact_vals + uint64_t(e) * dsize, size_t(dsize));
+      }
+    });
+  }
+};
+
+// Interpolation tiles hold this many times block_elems: fewer tile faces
+// (where points must be extrapolated) measured +2-3% ratio going from 2^18
+// to 2^20 elements, while Lorenzo slabs did best at 2^18.
+constexpr int64_t kInterpTileFactor = 4;
+int64_t interp_tile_budget(uint64_t block_elems) {
+  return std::min<int64_t>(kInterpTileFactor * int64_t(block_elems), int64_t(1) << 32);
+}
+
+template <class T>
+struct InterpPredictor {
+  using S = typename T::storage;
+  const S* x;
+  S* out;
+  TileGrid grid;
+  Quantizer qz;  // the user's bound: every value is checked against it
+  InterpConfig cfg;
+  int64_t radius;
+  static constexpr bool kWithIndex = false;
+  static constexpr int kMaxLevels = 66;
+  double step[kMaxLevels], inv_step[kMaxLevels];
+
+  InterpPredictor(const S* x_, S* out_, const TileGrid& g, double eb, const InterpConfig& c, int64_t r)
+      : x(x_), out(out_), grid(g), qz(Quantizer::make<T>(eb)), cfg(c), radius(r) {
+    for (int l = 0; l < kMaxLevels; ++l) {
+      step[l] = 2.0 * level_bound(eb, cfg, l);
+      inv_step[l] = 1.0 / step[l];
+    }
+  }
+
+  struct State { std::vector<S> tile; std::vector<double> buf; };
+
+  int64_t n_blocks() const { return grid.n_blocks; }
+  uint64_t block_count(int64_t b) const { return uint64_t(grid.block(b).size); }
+
+  // Calls row(global_offset, tile_offset, length) for each row of tile t.
+  template <class RowFn>
+  void for_rows(const TileGrid::Tile& t, RowFn&& row) const {
+    int64_t k = 0;
+    for (int64_t i0 = 0; i0 < t.ext[0]; ++i0)
+      for (int64_t i1 = 0; i1 < t.ext[1]; ++i1)
+        for (int64_t i2 = 0; i2 < t.ext[2]; ++i2) {
+          const int64_t g = (((t.origin[0] + i0) * grid.n[1] + t.origin[1] + i1) * grid.n[2] + t.origin[2] + i2) *
+                                grid.n[3] + t.origin[3];
+          row(g, k, t.ext[3]);
+          k += t.ext[3];
+        }
+  }
+
+  void quantize(int64_t b, State& st, uint16_t* codes, BlockSide& side) const {
+    const auto t = grid.block(b);
+    st.tile.resize(size_t(t.size));
+    st.buf.resize(size_t(t.size));
+    for_rows(t, [&](int64_t g, int64_t k, int64_t len) { memcpy(&st.tile[size_t(k)], x + g, size_t(len) * sizeof(S)); });
+    const S* xt = st.tile.data();
+    uint64_t next = 0;
+    const double lim = double(radius) - 0.5;
+    interp_traverse(st.buf.data(), t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
+      const double xv = T::to_double(xt[i]);
+      const double d = (xv - pred) * inv_step[level];
+      if (fabs(d) < lim) {  // false for NaN/Inf too
+        const int64_t q = round_half_even(d);
+        const S xr = T::from_double(pred + double(q) * step[level]);
+        if (qz.within_bound<T>(xv, xr)) {
+          codes[next++] = uint16_t(q + radius);
+          return T::to_double(xr);
+        }
+      }
+      codes[next++] = 0;
+      ++side.exact_count;
+      const auto* p = reinterpret_cast<const uint8_t*>(xt + i);
+      side.exact_bytes.insert(side.exact_bytes.end(), p, p + sizeof(S));
+      return xv - xv == 0.0 ? xv : (pred - pred == 0.0 ? pred : 0.0);
+    });
+  }
+
+  void reconstruct(int64_t b, State& st, const uint16_t* codes, Payload& pl) const {
+    const auto t = grid.block(b);
+    st.tile.resize(size_t(t.size));
+    st.buf.resize(size_t(t.size));
+    S* ot = st.tile.data();
+    uint64_t next = 0;
+    uint32_t exact = 0;
+    interp_traverse(st.buf.data(), t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
+      const uint32_t sym = codes[next++];
+      if (sym) {
+        ot[i] = T::from_double(pred + double(int64_t(sym) - radius) * step[level]);
+        return T::to_double(ot[i]);
+      }
+      if (exact == pl.n_exact) throw StreamError("corrupted ebzip stream (more exact values than stored)");
+      memcpy(ot + i, pl.exact_vals + uint64_t(exact++) * sizeof(S), sizeof(S));
+      const double v = T::to_double(ot[i]);
+      return v - v == 0.0 ? v : (pred - pred == 0.0 ? pred : 0.0);
+    });
+    if (exact != pl.n_exact) throw StreamError("corrupted ebzip stream (exact value count)");
+    for_rows(t, [&](int64_t g, int64_t k, int64_t len) { memcpy(out + g, ot + k, size_t(len) * sizeof(S)); });
+  }
+};
+
+// Quantizes the blocks, builds the stream's codebook, encodes the chunks.
+// `subset`: encode only these blocks (to estimate a predictor's size from a
+// sample); empty means all.
+template <class Predictor>
+Encoded encode_predictive(const Predictor& pred, uint32_t alphabet, int threads,
+                          const std::vector<int64_t>& subset = {}) {
+  std::vector<int64_t> ids = subset;
+  if (ids.empty())
+    for (int64_t b = 0; b < pred.n_blocks(); ++b) ids.push_back(b);
+  const int64_t nb = int64_t(ids.size());
+  std::vector<uint64_t> offset(size_t(nb) + 1, 0);
+  for (int64_t i = 0; i < nb; ++i) offset[size_t(i) + 1] = offset[size_t(i)] + pred.block_count(ids[size_t(i)]);
+  std::vector<uint16_t> codes(offset.back());
+  std::vector<BlockSide> side(static_cast<size_t>(nb));
   std::vector<uint64_t> hist(alphabet, 0);
   std::mutex hist_mutex;
 
   struct QuantizeBody {
-    const S* x; const BlockGrid& grid; const Quantizer& qz; int64_t radius; uint32_t alphabet; uint8_t grid_bits;
-    uint16_t* codes; std::vector<BlockSide>& side; std::vector<uint64_t>& hist; std::mutex& hist_mutex;
-    struct State { std::vector<int64_t> scratch; Histogram h; };
+    const Predictor& pred; const std::vector<int64_t>& ids; const std::vector<uint64_t>& offset; uint16_t* codes;
+    std::vector<BlockSide>& side; uint32_t alphabet; std::vector<uint64_t>& hist; std::mutex& hist_mutex;
+    struct State { typename Predictor::State pst; Histogram h; };
     State& make_thread_state() {
       auto& st = thread_cached<State>();
       st.h.reset(alphabet);
@@ -516,25 +754,16 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
       std::lock_guard<std::mutex> lock(hist_mutex);
       for (uint32_t a = 0; a < alphabet; ++a) hist[a] += st.h.total[a];
     }
-    void operator()(int64_t b, State& st) {
-      const auto blk = grid.block(b);
-      const PaddedGrid pg(blk);
-      if (st.scratch.size() < size_t(pg.size)) st.scratch.resize(size_t(pg.size));
-      dispatch_grid(grid_bits, [&](auto g) {
-        using G = decltype(g);
-        dispatch_dims(pg.ndim, [&](auto D) {
-          quantize_block<T, decltype(D)::value, G>(x + blk.start, pg, qz, radius,
-                                                   reinterpret_cast<G*>(st.scratch.data()), codes + blk.start,
-                                                   side[size_t(b)]);
-        });
-      });
-      st.h.add(codes + blk.start, blk.count);
+    void operator()(int64_t i, State& st) {
+      uint16_t* c = codes + offset[size_t(i)];
+      pred.quantize(ids[size_t(i)], st.pst, c, side[size_t(i)]);
+      st.h.add(c, int64_t(offset[size_t(i) + 1] - offset[size_t(i)]));
     }
-  } qbody{x, grid, qz, radius, alphabet, h.grid_bits, codes.data(), side, hist, hist_mutex};
-  parallel_blocks(grid.n_blocks, nthreads, qbody);
+  } qbody{pred, ids, offset, codes.data(), side, alphabet, hist, hist_mutex};
+  parallel_blocks(nb, threads, qbody);
+
   const Codebook cb = build_codebook(hist);
   const CanonicalCode cc = make_canonical(cb, alphabet);
-
   Encoded enc;
   {
     std::vector<uint8_t> raw;
@@ -544,50 +773,24 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, const Bloc
     s.bytes(cb.lengths.data(), cb.lengths.size());
     enc.codebook = zstd_compress_whole(raw);
   }
-  enc.chunks.resize(size_t(grid.n_blocks));
+  enc.chunks.resize(size_t(nb));
 
   struct EncodeBody {
-    const BlockGrid& grid; const uint16_t* codes; const CanonicalCode& cc;
+    const std::vector<uint64_t>& offset; const uint16_t* codes; const CanonicalCode& cc;
     std::vector<BlockSide>& side; std::vector<Chunk>& chunks;
-    struct State { std::vector<uint8_t> bits; ZstdCtx z; };
+    struct State { PayloadWriter w; ZstdCtx z; };
     State& make_thread_state() { return thread_cached<State>(); }
     void thread_done(State&) {}
-    void operator()(int64_t b, State& st_ref) {
-      State* st = &st_ref;
-      const auto blk = grid.block(b);
-      BlockSide& sd = side[size_t(b)];
-      const uint64_t count = uint64_t(blk.count);
-      const size_t lane_room = size_t(count) * kMaxCodeLen / 8 + 8;
-      st->bits.resize(lane_room * kHuffmanLanes);
-      uint64_t nbits[kHuffmanLanes], nbytes[kHuffmanLanes];
-      const uint16_t* c = codes + blk.start;
-      for (int lane = 0; lane < kHuffmanLanes; ++lane) {
-        BitWriter bw(st->bits.data() + lane * lane_room);
-        uint64_t bits = 0;
-        for (uint64_t i = lane_begin(count, lane); i < lane_begin(count, lane + 1); ++i) {
-          const auto e = cc.enc[c[i]];
-          bw.put(e.code, int(e.len));
-          bits += e.len;
-        }
-        nbits[lane] = bits;
-        nbytes[lane] = bw.finish();
-      }
-      std::vector<uint8_t> raw;
-      raw.reserve(32 + nbytes[0] + nbytes[1] + sd.outliers.size() + sd.exact_index.size() * 4 + sd.exact_bytes.size());
-      ByteSink s{raw};
-      for (int lane = 0; lane < kHuffmanLanes; ++lane) s.put<uint64_t>(nbits[lane]);
-      s.put<uint32_t>(sd.n_outliers);
-      s.put<uint32_t>(uint32_t(sd.outliers.size()));
-      s.put<uint32_t>(uint32_t(sd.exact_index.size()));
-      for (int lane = 0; lane < kHuffmanLanes; ++lane) s.bytes(st->bits.data() + lane * lane_room, nbytes[lane]);
-      s.bytes(sd.outliers.data(), sd.outliers.size());
-      for (auto i : sd.exact_index) s.put<uint32_t>(i);
-      s.bytes(sd.exact_bytes.data(), sd.exact_bytes.size());
-      sd = BlockSide{};  // free early
-      store_chunk(chunks[size_t(b)], raw, st->z, nbits[0] + nbits[1] < 6 * count);
+    void operator()(int64_t b, State& st) {
+      const uint64_t count = offset[size_t(b) + 1] - offset[size_t(b)];
+      uint64_t bits;
+      std::vector<uint8_t> raw =
+          st.w.write(codes + offset[size_t(b)], count, cc, side[size_t(b)], Predictor::kWithIndex, &bits);
+      side[size_t(b)] = BlockSide{};  // free early
+      store_chunk(chunks[size_t(b)], raw, st.z, bits < 6 * count);
     }
-  } ebody{grid, codes.data(), cc, side, enc.chunks};
-  parallel_blocks(grid.n_blocks, nthreads, ebody);
+  } ebody{offset, codes.data(), cc, side, enc.chunks};
+  parallel_blocks(nb, threads, ebody);
   return enc;
 }
 
@@ -597,12 +800,11 @@ std::vector<Chunk> encode_exact(const uint8_t* x, int dsize, const BlockGrid& gr
     const uint8_t* x; int dsize; const BlockGrid& grid; std::vector<Chunk>& chunks;
     ZstdCtx& make_thread_state() { return thread_cached<ZstdCtx>(); }
     void thread_done(ZstdCtx&) {}
-    void operator()(int64_t b, ZstdCtx& z_ref) {
-      ZstdCtx* z = &z_ref;
+    void operator()(int64_t b, ZstdCtx& z) {
       const auto blk = grid.block(b);
       std::vector<uint8_t> raw(size_t(blk.count) * dsize);
       shuffle_bytes(x + blk.start * dsize, raw.data(), uint64_t(blk.count), dsize);
-      store_chunk(chunks[size_t(b)], raw, *z);
+      store_chunk(chunks[size_t(b)], raw, z);
     }
   } body{x, dsize, grid, chunks};
   parallel_blocks(grid.n_blocks, threads, body);
@@ -617,74 +819,34 @@ struct ChunkRef {
   uint32_t flags, crc;
 };
 
-template <class T>
-void decode_lorenzo(const Header& h, const BlockGrid& grid, const CanonicalCode& cc, const std::vector<ChunkRef>& refs,
-                    typename T::storage* out, int threads) {
-  const Quantizer qz = Quantizer::make<T>(h.eb_abs);
+// Checks a chunk's CRC and undoes its zstd stage; returns the payload.
+std::pair<const uint8_t*, uint64_t> open_chunk(const ChunkRef& ref, std::vector<uint8_t>& raw, ZstdCtx& z,
+                                               uint64_t max_size) {
+  if (crc32(ref.p, ref.len) != ref.crc) throw StreamError("ebzip chunk checksum mismatch (corrupted stream)");
+  if (!(ref.flags & kChunkZstd)) return {ref.p, ref.len};
+  z.decompress(ref.p, ref.len, raw, max_size);
+  return {raw.data(), raw.size()};
+}
+
+template <class Predictor>
+void decode_predictive(const Predictor& pred, int dsize, const CanonicalCode& cc, const std::vector<ChunkRef>& refs,
+                       int threads) {
   struct Body {
-    const Header& h; const BlockGrid& grid; const CanonicalCode& cc; const std::vector<ChunkRef>& refs;
-    const Quantizer& qz; typename T::storage* out;
-    struct State { std::vector<uint8_t> raw; std::vector<uint16_t> codes; std::vector<int64_t> scratch; ZstdCtx z; };
+    const Predictor& pred; int dsize; const CanonicalCode& cc; const std::vector<ChunkRef>& refs;
+    struct State { std::vector<uint8_t> raw; std::vector<uint16_t> codes; typename Predictor::State pst; ZstdCtx z; };
     State& make_thread_state() { return thread_cached<State>(); }
     void thread_done(State&) {}
-    void operator()(int64_t b, State& st_ref) {
-      State* st = &st_ref;
-      const auto blk = grid.block(b);
-      const ChunkRef& ref = refs[size_t(b)];
-      if (crc32(ref.p, ref.len) != ref.crc) throw StreamError("ebzip chunk checksum mismatch (corrupted stream)");
-      const uint64_t count = uint64_t(blk.count);
-      const int dsize = dtype_size(h.dtype);
-      const uint8_t* payload = ref.p;
-      uint64_t payload_len = ref.len;
-      if (ref.flags & kChunkZstd) {
-        const uint64_t max_size = 40 + count * (kMaxCodeLen / 8 + 1) + 8 + count * 10 + count * (4 + dsize);
-        st->z.decompress(ref.p, ref.len, st->raw, max_size);
-        payload = st->raw.data();
-        payload_len = st->raw.size();
-      }
-      ByteSource src(payload, payload_len, "chunk");
-      uint64_t nbits[kHuffmanLanes];
-      for (auto& b : nbits) b = src.get<uint64_t>();
-      const uint32_t n_outliers = src.get<uint32_t>(), outlier_bytes = src.get<uint32_t>();
-      const uint32_t n_exact = src.get<uint32_t>();
-      if (n_outliers > count || n_exact > count || nbits[0] > count * kMaxCodeLen || nbits[1] > count * kMaxCodeLen)
-        throw StreamError("corrupted ebzip stream (chunk counts)");
-      const uint8_t* lane0 = src.take((nbits[0] + 7) / 8);
-      const uint8_t* lane1 = src.take((nbits[1] + 7) / 8);
-      ByteSource outliers(src.take(outlier_bytes), outlier_bytes, "outliers");
-      const uint8_t* exact_index = src.take(uint64_t(n_exact) * 4);
-      const uint8_t* exact_vals = src.take(uint64_t(n_exact) * dsize);
-      if (src.pos != src.len) throw StreamError("corrupted ebzip stream (chunk length)");
-
-      st->codes.resize(count);
-      static_assert(kHuffmanLanes == 2, "decoder interleaves exactly two lanes");
-      BitReader br0(lane0, (nbits[0] + 7) / 8), br1(lane1, (nbits[1] + 7) / 8);
-      const uint64_t mid = lane_begin(count, 1);
-      if (!cc.dec->decode_two_lanes(br0, st->codes.data(), mid, br1, st->codes.data() + mid, count - mid))
-        throw StreamError("corrupted ebzip stream (invalid Huffman code)");
-      if (br0.bits_consumed() != nbits[0] || br1.bits_consumed() != nbits[1])
-        throw StreamError("corrupted ebzip stream (Huffman length mismatch)");
-
-      const PaddedGrid pg(blk);
-      if (st->scratch.size() < size_t(pg.size)) st->scratch.resize(size_t(pg.size));
-      auto* o = out + blk.start;
-      dispatch_grid(h.grid_bits, [&](auto g) {
-        using G = decltype(g);
-        dispatch_dims(pg.ndim, [&](auto D) {
-          reconstruct_block<T, decltype(D)::value, G>(st->codes.data(), pg, qz, int64_t(h.radius),
-                                                      reinterpret_cast<G*>(st->scratch.data()), outliers, n_outliers,
-                                                      o);
-        });
-      });
-      for (uint32_t e = 0; e < n_exact; ++e) {
-        uint32_t idx;
-        memcpy(&idx, exact_index + 4 * uint64_t(e), 4);
-        if (idx >= count) throw StreamError("corrupted ebzip stream (exact value index)");
-        memcpy(o + idx, exact_vals + uint64_t(e) * dsize, size_t(dsize));
-      }
+    void operator()(int64_t b, State& st) {
+      const uint64_t count = pred.block_count(b);
+      const uint64_t max_size = 40 + count * (kMaxCodeLen / 8 + 1) + 8 + count * 10 + count * (4 + dsize);
+      const auto payload = open_chunk(refs[size_t(b)], st.raw, st.z, max_size);
+      st.codes.resize(count);
+      Payload pl = read_payload(payload.first, payload.second, count, dsize, Predictor::kWithIndex, *cc.dec,
+                                st.codes.data());
+      pred.reconstruct(b, st.pst, st.codes.data(), pl);
     }
-  } body{h, grid, cc, refs, qz, out};
-  parallel_blocks(grid.n_blocks, threads, body);
+  } body{pred, dsize, cc, refs};
+  parallel_blocks(pred.n_blocks(), threads, body);
 }
 
 void decode_exact(const Header& h, const BlockGrid& grid, const std::vector<ChunkRef>& refs, uint8_t* out, int threads) {
@@ -693,22 +855,13 @@ void decode_exact(const Header& h, const BlockGrid& grid, const std::vector<Chun
     struct State { std::vector<uint8_t> raw; ZstdCtx z; };
     State& make_thread_state() { return thread_cached<State>(); }
     void thread_done(State&) {}
-    void operator()(int64_t b, State& st_ref) {
-      State* st = &st_ref;
+    void operator()(int64_t b, State& st) {
       const auto blk = grid.block(b);
-      const ChunkRef& ref = refs[size_t(b)];
-      if (crc32(ref.p, ref.len) != ref.crc) throw StreamError("ebzip chunk checksum mismatch (corrupted stream)");
       const int dsize = dtype_size(h.dtype);
       const uint64_t nbytes = uint64_t(blk.count) * dsize;
-      const uint8_t* data = ref.p;
-      uint64_t len = ref.len;
-      if (ref.flags & kChunkZstd) {
-        st->z.decompress(ref.p, ref.len, st->raw, nbytes);
-        data = st->raw.data();
-        len = st->raw.size();
-      }
-      if (len != nbytes) throw StreamError("corrupted ebzip stream (exact chunk length)");
-      unshuffle_bytes(data, out + uint64_t(blk.start) * dsize, uint64_t(blk.count), dsize);
+      const auto data = open_chunk(refs[size_t(b)], st.raw, st.z, nbytes);
+      if (data.second != nbytes) throw StreamError("corrupted ebzip stream (exact chunk length)");
+      unshuffle_bytes(data.first, out + uint64_t(blk.start) * dsize, uint64_t(blk.count), dsize);
     }
   } body{h, grid, refs, out};
   parallel_blocks(grid.n_blocks, threads, body);
@@ -718,11 +871,10 @@ void decode_exact(const Header& h, const BlockGrid& grid, const std::vector<Chun
 
 // ---------------------------------------------------------------- public
 
-std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
-  if (shape.size() > size_t(kMaxNdim)) throw std::invalid_argument("ebzip supports at most 32 dimensions");
-  if (!(p.eb_abs >= 0) || std::isinf(p.eb_abs)) throw std::invalid_argument("error bound must be finite and >= 0");
-  if (p.radius < 1 || p.radius > 32768) throw std::invalid_argument("radius must be in [1, 32768]");
-  if (p.block_elems == 0 || p.block_elems > (uint64_t(1) << 32)) throw std::invalid_argument("bad block size");
+namespace {
+
+// Compresses with the predictor p names (automatic is taken as Lorenzo).
+std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
   Header h;
   h.dtype = p.dtype;
   h.mode = p.mode;
@@ -731,37 +883,54 @@ std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& sha
   h.block_elems = p.block_elems;
   h.shape = shape;
   const uint64_t n = h.num_elements();
-  h.pred = n == 0 ? PredShape{} : prediction_shape(shape);
+  h.pred = n == 0 ? PredShape{} : prediction_shape(shape, p.pred_dims);
   // A zero bound (or a constant array in rel mode) is served exactly;
   // an empty array has nothing to quantize.
-  h.pipeline = p.eb_abs > 0 && n > 0 ? Pipeline::lorenzo : Pipeline::exact;
+  if (!(p.eb_abs > 0) || n == 0) {
+    h.pipeline = Pipeline::exact;
+  } else {
+    h.pipeline = p.predictor == Predictor::interp ? Pipeline::interp : Pipeline::lorenzo;
+  }
   // Small arrays get a smaller alphabet: the per-call tables scale with it,
   // and with few elements the rare large deltas cost little as outliers.
   uint32_t radius = p.radius;
   while (radius > 512 && uint64_t(radius) / 2 >= n) radius /= 2;
-  h.radius = h.pipeline == Pipeline::lorenzo ? radius : 0;
+  h.radius = h.pipeline != Pipeline::exact ? radius : 0;
   h.grid_bits = h.pipeline == Pipeline::lorenzo ? 32 : 0;  // widened below if the data needs it
-  const BlockGrid grid = n == 0 ? BlockGrid{} : BlockGrid::make(h.pred, int64_t(h.block_elems));
 
   Encoded enc;
-  if (n > 0) {
+  if (h.pipeline == Pipeline::exact) {
+    if (n > 0) {
+      const BlockGrid grid = BlockGrid::make(h.pred, int64_t(h.block_elems));
+      enc.chunks = encode_exact(static_cast<const uint8_t*>(data), dtype_size(h.dtype), grid, p.threads);
+    }
+  } else {
     if (h.pipeline == Pipeline::lorenzo) {
       const Range r = finite_range(data, n, h.dtype, p.threads);
       const double max_abs = std::max(std::fabs(r.min), std::fabs(r.max));
       if (r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1)) h.grid_bits = 64;
-      dispatch_dtype(h.dtype, [&](auto t) {
-        using T = decltype(t);
-        enc = encode_lorenzo<T>(static_cast<const typename T::storage*>(data), h, grid, p.threads);
-      });
     } else {
-      enc.chunks = encode_exact(static_cast<const uint8_t*>(data), dtype_size(h.dtype), grid, p.threads);
+      h.interp = p.interp;
+      TileGrid::choose_tile(h.pred, interp_tile_budget(h.block_elems), h.tile);
     }
+    dispatch_dtype(h.dtype, [&](auto t) {
+      using T = decltype(t);
+      const auto* x = static_cast<const typename T::storage*>(data);
+      if (h.pipeline == Pipeline::lorenzo) {
+        const LorenzoPredictor<T> pr{x, nullptr, BlockGrid::make(h.pred, int64_t(h.block_elems)),
+                                     Quantizer::make<T>(h.eb_abs), int64_t(h.radius), h.grid_bits};
+        enc = encode_predictive(pr, 2 * h.radius, p.threads);
+      } else {
+        const InterpPredictor<T> pr(x, nullptr, TileGrid::make(h.pred, h.tile), h.eb_abs, h.interp, int64_t(h.radius));
+        enc = encode_predictive(pr, 2 * h.radius, p.threads);
+      }
+    });
   }
 
   std::vector<uint8_t> out;
   write_header(out, h);
   ByteSink s{out};
-  if (h.pipeline == Pipeline::lorenzo) {
+  if (h.pipeline != Pipeline::exact) {
     s.put<uint32_t>(uint32_t(enc.codebook.size()));
     s.put<uint32_t>(crc32(enc.codebook.data(), enc.codebook.size()));
     s.bytes(enc.codebook.data(), enc.codebook.size());
@@ -781,6 +950,106 @@ std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& sha
   return out;
 }
 
+// The predictors "auto" chooses among: Lorenzo and linear/cubic
+// interpolation over all axes, and Lorenzo over the last two axes only.
+std::vector<CompressParams> candidates(const CompressParams& p, const std::vector<uint64_t>& shape) {
+  CompressParams lorenzo = p, linear = p, cubic = p, lorenzo2 = p, linear2 = p;
+  lorenzo.predictor = lorenzo2.predictor = Predictor::lorenzo;
+  linear.predictor = cubic.predictor = linear2.predictor = Predictor::interp;
+  linear.interp.cubic = linear2.interp.cubic = 0;
+  cubic.interp.cubic = 1;
+  lorenzo2.pred_dims = linear2.pred_dims = 2;
+  std::vector<CompressParams> c = {lorenzo, linear, cubic};
+  if (prediction_shape(shape).ndim > 2) {
+    c.push_back(lorenzo2);
+    c.push_back(linear2);
+  }
+  return c;
+}
+
+constexpr uint64_t kWholeTrialElems = uint64_t(1) << 17;  // below this, "auto" tries every predictor on it all
+constexpr int64_t kSampleEvery = 6;                        // otherwise it encodes one block in this many
+
+// Estimated stream size of a predictor from a sample of its own blocks.
+template <class T>
+double estimate_size(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+  Header h;
+  h.eb_abs = p.eb_abs;
+  h.pred = prediction_shape(shape, p.pred_dims);
+  uint64_t n = 1;
+  for (auto d : shape) n *= d;
+  uint32_t radius = p.radius;
+  while (radius > 512 && uint64_t(radius) / 2 >= n) radius /= 2;
+  const auto* x = static_cast<const typename T::storage*>(data);
+  auto sample = [](int64_t nb) {
+    std::vector<int64_t> ids;
+    const int64_t m = std::max<int64_t>(1, nb / kSampleEvery);
+    for (int64_t i = 0; i < m; ++i) ids.push_back((2 * i + 1) * nb / (2 * m));  // centred in equal shares
+    return ids;
+  };
+  auto scale = [&](const Encoded& e, const std::vector<int64_t>& ids, auto& pred) {
+    uint64_t bytes = e.codebook.size(), elems = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      bytes += e.chunks[i].bytes.size() + 16;
+      elems += pred.block_count(ids[i]);
+    }
+    return double(bytes) * double(n) / double(elems);
+  };
+  if (p.predictor == Predictor::interp) {
+    TileGrid::choose_tile(h.pred, interp_tile_budget(p.block_elems), h.tile);
+    const InterpPredictor<T> pr(x, nullptr, TileGrid::make(h.pred, h.tile), h.eb_abs, p.interp, radius);
+    const auto ids = sample(pr.n_blocks());
+    return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
+  }
+  const Range r = finite_range(data, n, p.dtype, p.threads);
+  const double max_abs = std::max(std::fabs(r.min), std::fabs(r.max));
+  const uint8_t grid_bits = r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1) ? 64 : 32;
+  const LorenzoPredictor<T> pr{x, nullptr, BlockGrid::make(h.pred, int64_t(p.block_elems)), Quantizer::make<T>(h.eb_abs),
+                               int64_t(radius), grid_bits};
+  const auto ids = sample(pr.n_blocks());
+  return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
+}
+
+// "auto": small arrays are compressed with every candidate and the smallest
+// stream kept; larger ones choose by encoding about one block in
+// kSampleEvery with each candidate, then compress once with the winner.
+std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p,
+                                   uint64_t n) {
+  const auto cands = candidates(p, shape);
+  if (n <= kWholeTrialElems) {
+    std::vector<uint8_t> best;
+    for (const auto& c : cands) {
+      auto s = compress_fixed(data, shape, c);
+      if (best.empty() || s.size() < best.size()) best = std::move(s);
+    }
+    return best;
+  }
+  size_t best = 0;
+  double best_size = 0;
+  for (size_t c = 0; c < cands.size(); ++c) {
+    double est = 0;
+    dispatch_dtype(p.dtype, [&](auto t) { est = estimate_size<decltype(t)>(data, shape, cands[c]); });
+    if (c == 0 || est < best_size) {
+      best = c;
+      best_size = est;
+    }
+  }
+  return compress_fixed(data, shape, cands[best]);
+}
+
+}  // namespace
+
+std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+  if (shape.size() > size_t(kMaxNdim)) throw std::invalid_argument("ebzip supports at most 32 dimensions");
+  if (!(p.eb_abs >= 0) || std::isinf(p.eb_abs)) throw std::invalid_argument("error bound must be finite and >= 0");
+  if (p.radius < 1 || p.radius > 32768) throw std::invalid_argument("radius must be in [1, 32768]");
+  if (p.block_elems == 0 || p.block_elems > (uint64_t(1) << 32)) throw std::invalid_argument("bad block size");
+  uint64_t n = 1;
+  for (auto d : shape) n *= d;
+  if (p.predictor != Predictor::automatic || !(p.eb_abs > 0) || n == 0) return compress_fixed(data, shape, p);
+  return compress_auto(data, shape, p, n);
+}
+
 namespace {
 
 // Where everything is in a stream: header, codebook section, chunks. Checks
@@ -788,7 +1057,7 @@ namespace {
 // exact length, so a bad stream fails here, before any output is allocated.
 struct Layout {
   Header h;
-  BlockGrid grid;
+  int64_t n_blocks = 0;
   const uint8_t* codebook = nullptr;
   uint32_t codebook_len = 0;
   std::vector<ChunkRef> refs;
@@ -799,8 +1068,10 @@ Layout parse_layout(const uint8_t* stream, uint64_t len) {
   ByteSource src(stream, len, "header");
   L.h = read_header(src);
   const uint64_t n = L.h.num_elements();
-  L.grid = n == 0 ? BlockGrid{} : BlockGrid::make(L.h.pred, int64_t(L.h.block_elems));
-  if (L.h.pipeline == Pipeline::lorenzo) {
+  if (n > 0)
+    L.n_blocks = L.h.pipeline == Pipeline::interp ? TileGrid::make(L.h.pred, L.h.tile).n_blocks
+                                                  : BlockGrid::make(L.h.pred, int64_t(L.h.block_elems)).n_blocks;
+  if (L.h.pipeline != Pipeline::exact) {
     L.codebook_len = src.get<uint32_t>();
     const uint32_t crc = src.get<uint32_t>();
     L.codebook = src.take(L.codebook_len);
@@ -809,7 +1080,7 @@ Layout parse_layout(const uint8_t* stream, uint64_t len) {
   }
   const size_t table_begin = src.pos;
   const uint64_t n_chunks = src.get<uint64_t>();
-  if (n_chunks != uint64_t(L.grid.n_blocks) || n_chunks > (len - src.pos) / 16)
+  if (n_chunks != uint64_t(L.n_blocks) || n_chunks > (len - src.pos) / 16)
     throw StreamError("corrupted ebzip stream (chunk count)");
   L.refs.resize(n_chunks);
   for (auto& r : L.refs) {
@@ -846,16 +1117,25 @@ Header inspect(const uint8_t* stream, uint64_t len) { return parse_layout(stream
 
 void decompress(const uint8_t* stream, uint64_t len, void* out, int threads) {
   const Layout L = parse_layout(stream, len);
-  if (L.h.num_elements() == 0) return;
-  if (L.h.pipeline == Pipeline::lorenzo) {
-    const CanonicalCode cc = make_canonical(read_codebook(L), 2 * L.h.radius);
-    dispatch_dtype(L.h.dtype, [&](auto t) {
-      using T = decltype(t);
-      decode_lorenzo<T>(L.h, L.grid, cc, L.refs, static_cast<typename T::storage*>(out), threads);
-    });
-  } else {
-    decode_exact(L.h, L.grid, L.refs, static_cast<uint8_t*>(out), threads);
+  const Header& h = L.h;
+  if (h.num_elements() == 0) return;
+  if (h.pipeline == Pipeline::exact) {
+    decode_exact(h, BlockGrid::make(h.pred, int64_t(h.block_elems)), L.refs, static_cast<uint8_t*>(out), threads);
+    return;
   }
+  const CanonicalCode cc = make_canonical(read_codebook(L), 2 * h.radius);
+  dispatch_dtype(h.dtype, [&](auto t) {
+    using T = decltype(t);
+    auto* o = static_cast<typename T::storage*>(out);
+    if (h.pipeline == Pipeline::lorenzo) {
+      const LorenzoPredictor<T> pr{nullptr, o, BlockGrid::make(h.pred, int64_t(h.block_elems)),
+                                   Quantizer::make<T>(h.eb_abs), int64_t(h.radius), h.grid_bits};
+      decode_predictive(pr, dtype_size(h.dtype), cc, L.refs, threads);
+    } else {
+      const InterpPredictor<T> pr(nullptr, o, TileGrid::make(h.pred, h.tile), h.eb_abs, h.interp, int64_t(h.radius));
+      decode_predictive(pr, dtype_size(h.dtype), cc, L.refs, threads);
+    }
+  });
 }
 
 Range finite_range(const void* data, uint64_t n, DType dtype, int threads) {
@@ -865,7 +1145,8 @@ Range finite_range(const void* data, uint64_t n, DType dtype, int threads) {
     const auto* x = static_cast<const typename T::storage*>(data);
     double lo = INFINITY, hi = -INFINITY;
     uint64_t count = 0;
-#pragma omp parallel for num_threads(std::max(1, threads)) reduction(min : lo) reduction(max : hi) reduction(+ : count)
+#pragma omp parallel for num_threads(n < (1u << 16) ? 1 : std::max(1, threads)) reduction(min : lo) reduction(max : hi) \
+    reduction(+ : count)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       const double v = T::to_double(x[i]);
       if (v - v == 0.0) {
@@ -888,7 +1169,8 @@ ErrorStats error_stats(const void* a, const void* b, uint64_t n, DType dtype, in
     const auto* y = static_cast<const S*>(b);
     double max_err = 0, sse = 0;
     uint64_t finite = 0, mismatch = 0;
-#pragma omp parallel for num_threads(std::max(1, threads)) reduction(max : max_err) reduction(+ : sse, finite, mismatch)
+#pragma omp parallel for num_threads(n < (1u << 16) ? 1 : std::max(1, threads)) reduction(max : max_err) \
+    reduction(+ : sse, finite, mismatch)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       const double u = T::to_double(x[i]);
       if (u - u == 0.0) {

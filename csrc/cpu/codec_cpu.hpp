@@ -7,7 +7,12 @@
 
 namespace ebzip::cpu {
 
+enum class Predictor { automatic, lorenzo, interp };
+
 struct CompressParams {
+  Predictor predictor = Predictor::automatic;
+  InterpConfig interp;   // used when the interpolation predictor is chosen
+  int pred_dims = 4;     // predict over at most this many (trailing, merged) axes
   DType dtype = DType::f32;
   Mode mode = Mode::abs;
   double eb_param = 0;   // what the user asked for (abs value, rel fraction or PSNR dB)

@@ -17,7 +17,8 @@ StreamError.__doc__ = "An ebzip stream is truncated, corrupted, foreign or of an
 FORMAT_VERSION: int = _core.FORMAT_VERSION
 MODES = {"abs": 0, "rel": 1, "psnr": 2}
 MODE_NAMES = {v: k for k, v in MODES.items()}
-PIPELINES = {0: "exact", 1: "lorenzo"}
+PIPELINES = {0: "exact", 1: "lorenzo", 2: "interp"}
+PREDICTORS = {"auto": 0, "lorenzo": 1, "interp": 2}
 
 _thread_lock = threading.Lock()
 _num_threads = int(os.environ.get("EBZIP_NUM_THREADS", "0")) or (os.cpu_count() or 1)
@@ -93,6 +94,7 @@ class Compressed(_core.StreamBuffer):
 
     @property
     def pipeline(self) -> str:
+        """How the values were coded: "lorenzo", "interp" (interpolation), or "exact" (bound 0)."""
         return PIPELINES[self.info["pipeline"]]
 
     @property
@@ -137,8 +139,8 @@ def _psnr(value_range: float, sse: float, n: int) -> float:
     return 20 * math.log10(value_range) - 10 * math.log10(sse / n)
 
 
-def compress(x, eb: float, mode: str = "abs", *, threads: int | None = None, dtype: str | None = None,
-             block_elems: int | None = None) -> Compressed:
+def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", threads: int | None = None,
+             dtype: str | None = None, block_elems: int | None = None) -> Compressed:
     """Compress a floating-point array so every finite element comes back within a bound.
 
     Args:
@@ -147,6 +149,9 @@ def compress(x, eb: float, mode: str = "abs", *, threads: int | None = None, dty
         eb: the bound. ``mode="abs"``: absolute error; ``"rel"``: fraction of the
             value range (max - min over finite values); ``"psnr"``: target PSNR in dB
             (the absolute bound is chosen so that PSNR >= target; checked).
+        predictor: ``"auto"`` (default) picks, per array, among Lorenzo and linear/cubic
+            interpolation over all axes or over the last two, by encoding a sample of
+            blocks with each; ``"lorenzo"`` or ``"interp"`` force one (over all axes).
         threads: CPU threads (default :func:`get_num_threads`); the stream is the same for any count.
         dtype: ``"bfloat16"`` to declare a uint16 numpy array as bfloat16 bit patterns.
         block_elems: elements per independent chunk (a stream parameter; default 2**18).
@@ -156,6 +161,8 @@ def compress(x, eb: float, mode: str = "abs", *, threads: int | None = None, dty
     """
     mode_code = MODES.get(mode, -1)
     eb = _check_eb(eb, mode)
+    if predictor not in PREDICTORS:
+        raise ValueError(f"predictor must be one of {sorted(PREDICTORS)}; got {predictor!r}")
     nthreads = _threads(threads)
     arr, name, origin = _arrays.to_numpy(x, dtype)
     code = _arrays.DTYPE_CODES[name]
@@ -177,7 +184,7 @@ def compress(x, eb: float, mode: str = "abs", *, threads: int | None = None, dty
 
     def run(bound: float) -> Compressed:
         c = Compressed()
-        _core.compress(arr, code, mode_code, eb, bound, c, nthreads, int(block_elems or 0))
+        _core.compress(arr, code, mode_code, eb, bound, c, nthreads, int(block_elems or 0), PREDICTORS[predictor])
         c._origin = origin
         return c
 

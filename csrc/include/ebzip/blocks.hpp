@@ -76,3 +76,80 @@ struct BlockGrid {
 };
 
 }  // namespace ebzip
+
+namespace ebzip {
+
+// Tiles for the interpolation predictor: hyper-rectangles cut along every
+// axis, as close to cubes as the block size allows (interpolation wants
+// neighbours on both sides along each axis). Shapes are padded to 4-D with
+// leading 1s. Tile b's elements are gathered into a contiguous buffer.
+struct TileGrid {
+  int64_t n[4] = {1, 1, 1, 1};
+  int64_t tile[4] = {1, 1, 1, 1};
+  int64_t count[4] = {1, 1, 1, 1};  // tiles along each axis
+  int64_t n_blocks = 0;
+
+  struct Tile {
+    int64_t origin[4];
+    int64_t ext[4];
+    int64_t size;
+  };
+
+  // The encoder's choice of tile shape (stored in the stream, so decoders
+  // never recompute it): smallest axes first, each taking
+  // min(extent, floor(budget^(1/axes left))).
+  static void choose_tile(const PredShape& ps, int64_t block_elems, int64_t tile[4]) {
+    int64_t n[4] = {1, 1, 1, 1};
+    const int pad = 4 - ps.ndim;
+    for (int k = 0; k < ps.ndim; ++k) n[pad + k] = ps.n[k];
+    int idx[4] = {0, 1, 2, 3};
+    for (int a = 0; a < 4; ++a)
+      for (int b = a + 1; b < 4; ++b)
+        if (n[idx[b]] < n[idx[a]]) { const int t = idx[a]; idx[a] = idx[b]; idx[b] = t; }
+    int64_t budget = block_elems;
+    for (int a = 0; a < 4; ++a) {
+      const int k = idx[a], left = 4 - a;
+      int64_t lo = 1, hi = budget;  // largest e with e^left <= budget
+      while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        int64_t p = 1;
+        bool ok = true;
+        for (int i = 0; i < left && ok; ++i) { ok = p <= budget / mid; p *= mid; }
+        if (ok) lo = mid; else hi = mid - 1;
+      }
+      tile[k] = n[k] < lo ? n[k] : lo;
+      budget /= tile[k];
+    }
+  }
+
+  EBZ_HD static TileGrid make(const PredShape& ps, const int64_t tile[4]) {
+    TileGrid g;
+    const int pad = 4 - ps.ndim;
+    int64_t total = 1;
+    for (int k = 0; k < ps.ndim; ++k) { g.n[pad + k] = ps.n[k]; total *= ps.n[k]; }
+    if (total == 0) return g;
+    g.n_blocks = 1;
+    for (int k = 0; k < 4; ++k) {
+      g.tile[k] = tile[k];
+      g.count[k] = (g.n[k] + g.tile[k] - 1) / g.tile[k];
+      g.n_blocks *= g.count[k];
+    }
+    return g;
+  }
+
+  EBZ_HD Tile block(int64_t b) const {
+    Tile t;
+    t.size = 1;
+    for (int k = 3; k >= 0; --k) {
+      const int64_t i = b % count[k];
+      b /= count[k];
+      t.origin[k] = i * tile[k];
+      t.ext[k] = (t.origin[k] + tile[k] <= n[k]) ? tile[k] : n[k] - t.origin[k];
+      t.size *= t.ext[k];
+    }
+    return t;
+  }
+
+};
+
+}  // namespace ebzip

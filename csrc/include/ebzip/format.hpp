@@ -1,10 +1,12 @@
-// The ebzip stream, format version 1 (all integers little-endian):
+// The ebzip stream, format version 2 (all integers little-endian):
 //
-//   header     "EBZP", u16 version, u8 dtype, u8 ndim, u8 mode, u8 pipeline,
+//   header     "EBZP", u16 version (2; version 1 is still read), u8 dtype, u8 ndim, u8 mode, u8 pipeline,
 //              u8 grid_bits (32/64: integer width of the Lorenzo grid), u8 reserved, u32 radius, f64 eb_param, f64 eb_abs,
 //              u64 block_elems, u8 pred_ndim, 7 reserved bytes,
-//              u64 shape[ndim], u64 pred_shape[pred_ndim], u32 crc32(header)
-//   codebook   (pipeline 1 only) u32 stored_len, u32 crc32, stored bytes =
+//              u64 shape[ndim], u64 pred_shape[pred_ndim],
+//              pipeline 2 only: u8 cubic, u8 axis_order[4], 3 reserved bytes,
+//              f64 alpha, f64 beta, u64 tile[4];  then u32 crc32(header)
+//   codebook   (pipelines 1, 2) u32 stored_len, u32 crc32, stored bytes =
 //              zstd(u32 first_symbol, u32 n_symbols, u8 code_length[n_symbols])
 //   chunks     u64 n_chunks, then per chunk: u64 stored_len, u32 flags, u32 crc32;
 //              then u32 crc32 of this table
@@ -16,6 +18,8 @@
 //                         u32 n_exact, Huffman bytes of lane 0 then lane 1
 //                         (symbols [0, n/2) and [n/2, n)), zigzag-varint
 //                         outlier deltas, u32 exact_index[n_exact], exact values
+//   pipeline 2 (interp):  the same with n_outliers = 0 and no exact_index:
+//                         exact values come in the tile's visiting order
 //
 // The format version changes only when these bytes change; it is independent
 // of the package version. Every length is checked against the buffer before use.
@@ -29,15 +33,17 @@
 #include "blocks.hpp"
 #include "crc32.hpp"
 #include "dtype.hpp"
+#include "interpolation.hpp"
 
 namespace ebzip {
 
-constexpr uint16_t kFormatVersion = 1;
+constexpr uint16_t kFormatVersion = 2;     // written
+constexpr uint16_t kOldestFormatVersion = 1;  // still read (v1 has no interpolation pipeline)
 constexpr char kMagic[4] = {'E', 'B', 'Z', 'P'};
 constexpr int kMaxNdim = 32;
 
 enum class Mode : uint8_t { abs = 0, rel = 1, psnr = 2 };
-enum class Pipeline : uint8_t { exact = 0, lorenzo = 1 };
+enum class Pipeline : uint8_t { exact = 0, lorenzo = 1, interp = 2 };
 enum ChunkFlags : uint32_t { kChunkZstd = 1 };
 
 // Raised for anything wrong with a stream: truncated, corrupted, foreign,
@@ -47,6 +53,7 @@ struct StreamError : std::runtime_error {
 };
 
 struct Header {
+  uint16_t version = kFormatVersion;  // as read (streams are always written at kFormatVersion)
   DType dtype = DType::f32;
   Mode mode = Mode::abs;
   Pipeline pipeline = Pipeline::lorenzo;
@@ -56,6 +63,8 @@ struct Header {
   uint64_t block_elems = 0;
   std::vector<uint64_t> shape;
   PredShape pred;
+  InterpConfig interp;               // pipeline 2 only
+  int64_t tile[4] = {1, 1, 1, 1};    // pipeline 2 only
 
   uint64_t num_elements() const {
     uint64_t n = 1;
@@ -125,6 +134,14 @@ inline void write_header(std::vector<uint8_t>& out, const Header& h) {
   for (int i = 0; i < 7; ++i) s.put<uint8_t>(0);
   for (auto d : h.shape) s.put<uint64_t>(d);
   for (int k = 0; k < h.pred.ndim; ++k) s.put<uint64_t>(uint64_t(h.pred.n[k]));
+  if (h.pipeline == Pipeline::interp) {
+    s.put<uint8_t>(h.interp.cubic);
+    for (int k = 0; k < 4; ++k) s.put<uint8_t>(h.interp.order[k]);
+    for (int k = 0; k < 3; ++k) s.put<uint8_t>(0);
+    s.put<double>(h.interp.alpha);
+    s.put<double>(h.interp.beta);
+    for (int k = 0; k < 4; ++k) s.put<uint64_t>(uint64_t(h.tile[k]));
+  }
   s.put<uint32_t>(crc32(out.data() + begin, out.size() - begin));
 }
 
@@ -133,11 +150,12 @@ inline Header read_header(ByteSource& src) {
     throw StreamError("not an ebzip stream (bad magic bytes)");
   src.take(4);
   const uint16_t version = src.get<uint16_t>();
-  if (version != kFormatVersion)
+  if (version < kOldestFormatVersion || version > kFormatVersion)
     throw StreamError("ebzip stream format version " + std::to_string(version) +
-                      " is not supported by this build (it reads version " +
-                      std::to_string(kFormatVersion) + "); upgrade ebzip");
+                      " is not supported by this build (it reads versions " + std::to_string(kOldestFormatVersion) +
+                      " to " + std::to_string(kFormatVersion) + "); upgrade ebzip");
   Header h;
+  h.version = version;
   const uint8_t dtype = src.get<uint8_t>(), ndim = src.get<uint8_t>();
   const uint8_t mode = src.get<uint8_t>(), pipeline = src.get<uint8_t>();
   h.grid_bits = src.get<uint8_t>();
@@ -152,11 +170,21 @@ inline Header read_header(ByteSource& src) {
   for (int i = 0; i < ndim; ++i) h.shape.push_back(src.get<uint64_t>());
   h.pred.ndim = pred_ndim;
   for (int k = 0; k < pred_ndim; ++k) h.pred.n[k] = int64_t(src.get<uint64_t>());
+  const bool interp = version >= 2 && pipeline == uint8_t(Pipeline::interp);
+  if (interp) {
+    h.interp.cubic = src.get<uint8_t>();
+    for (int k = 0; k < 4; ++k) h.interp.order[k] = src.get<uint8_t>();
+    src.take(3);
+    h.interp.alpha = src.get<double>();
+    h.interp.beta = src.get<double>();
+    for (int k = 0; k < 4; ++k) h.tile[k] = int64_t(src.get<uint64_t>());
+  }
   const uint64_t header_len = src.pos;
   const uint32_t crc = src.get<uint32_t>();
   if (crc != crc32(src.p, header_len)) throw StreamError("ebzip header checksum mismatch (corrupted stream)");
   // The checksum passed; these checks guard against a forged header.
-  if (dtype > 3 || mode > 2 || pipeline > 1) throw StreamError("corrupted ebzip header (enum out of range)");
+  if (dtype > 3 || mode > 2 || pipeline > (version >= 2 ? 2 : 1))
+    throw StreamError("corrupted ebzip header (enum out of range)");
   h.dtype = DType(dtype);
   h.mode = Mode(mode);
   h.pipeline = Pipeline(pipeline);
@@ -172,9 +200,25 @@ inline Header read_header(ByteSource& src) {
   }
   if (n != 0 && np != n) throw StreamError("corrupted ebzip header (prediction shape != shape)");
   if (h.block_elems == 0 || h.block_elems > (uint64_t(1) << 32)) throw StreamError("corrupted ebzip header (block size)");
-  if (h.pipeline == Pipeline::lorenzo &&
-      (h.radius < 1 || h.radius > 32768 || !(h.eb_abs > 0) || (h.grid_bits != 32 && h.grid_bits != 64)))
+  if (h.pipeline != Pipeline::exact && (h.radius < 1 || h.radius > 32768 || !(h.eb_abs > 0) || n == 0))
     throw StreamError("corrupted ebzip header (quantizer)");
+  if (h.pipeline == Pipeline::lorenzo && h.grid_bits != 32 && h.grid_bits != 64)
+    throw StreamError("corrupted ebzip header (grid)");
+  if (interp) {
+    bool seen[4] = {false, false, false, false};
+    for (int k = 0; k < 4; ++k) {
+      if (h.interp.order[k] > 3 || seen[h.interp.order[k]]) throw StreamError("corrupted ebzip header (axis order)");
+      seen[h.interp.order[k]] = true;
+    }
+    if (!(h.interp.alpha >= 1 && h.interp.alpha <= 16 && h.interp.beta >= 1 && h.interp.beta <= 1e6))
+      throw StreamError("corrupted ebzip header (level bounds)");
+    uint64_t tile_elems = 1;
+    for (int k = 0; k < 4; ++k) {
+      if (h.tile[k] < 1 || h.tile[k] > (int64_t(1) << 32)) throw StreamError("corrupted ebzip header (tile)");
+      tile_elems *= uint64_t(h.tile[k]);
+      if (tile_elems > (uint64_t(1) << 32)) throw StreamError("corrupted ebzip header (tile)");
+    }
+  }
   return h;
 }
 

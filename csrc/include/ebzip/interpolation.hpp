@@ -1,0 +1,85 @@
+// Multilevel interpolation prediction (SZ3-style, QoZ level-wise bounds),
+// on one tile at a time.
+//
+// Points are visited coarse to fine: at stride s (a power of two, halving
+// down to 1) and for each axis d in the configured order, the points whose
+// coordinate along d is an odd multiple of s (along axes earlier in the order:
+// multiples of s; later: multiples of 2s) are predicted from already
+// reconstructed neighbours at +-s (linear) or +-s, +-3s (cubic) along d.
+// The residual is quantized with the level's bound, so the decoder, visiting
+// the same points in the same order with the same arithmetic, rebuilds the
+// same values. Tiles are independent: the decoder parallelizes over them.
+#pragma once
+#include "hostdevice.hpp"
+
+namespace ebzip {
+
+struct InterpConfig {
+  uint8_t cubic = 1;                      // cubic where 4 neighbours exist, else linear
+  uint8_t order[4] = {0, 1, 2, 3};        // axis order within a level
+  double alpha = 1.0, beta = 1.0;         // level bound: eb / min(alpha^(level-1), beta)
+};
+
+// Level 1 is the finest (stride 1). Coarse levels get tighter bounds: their
+// points are the anchors every finer prediction leans on (QoZ).
+EBZ_HD_INLINE double level_bound(double eb, const InterpConfig& cfg, int level) {
+  double f = 1.0;
+  for (int l = 1; l < level && f < cfg.beta; ++l) f *= cfg.alpha;
+  return eb / (f < cfg.beta ? f : cfg.beta);
+}
+
+// Prediction at p, coordinate c along an axis of extent n, neighbours at
+// +-s (memory distance `step`). c >= s always holds, so c - s exists.
+EBZ_HD_INLINE double interp_predict(const double* p, int64_t step, int64_t c, int64_t n, int64_t s, bool cubic) {
+  const double b = p[-step];
+  if (c + s < n) {
+    const double cc = p[step];
+    if (cubic && c >= 3 * s && c + 3 * s < n) return (-p[-3 * step] + 9.0 * b + 9.0 * cc - p[3 * step]) * 0.0625;
+    return (b + cc) * 0.5;
+  }
+  if (c >= 3 * s) return 1.5 * b - 0.5 * p[-3 * step];  // extrapolate at the far face
+  return b;
+}
+
+// Visits every point of a tile of shape ext[0..3] (unused leading axes = 1)
+// exactly once, coarse to fine. visit(index, prediction, level) returns the
+// reconstructed value, which later predictions read from buf.
+template <class Visit>
+EBZ_HD void interp_traverse(double* buf, const int64_t* ext, const InterpConfig& cfg, Visit&& visit) {
+  int64_t stride[4];
+  stride[3] = 1;
+  for (int k = 3; k > 0; --k) stride[k - 1] = stride[k] * ext[k];
+  int64_t maxext = 1;
+  for (int k = 0; k < 4; ++k) maxext = ext[k] > maxext ? ext[k] : maxext;
+  int64_t top = 1;
+  int levels = 1;
+  while (top * 2 < maxext) { top *= 2; ++levels; }
+  buf[0] = visit(int64_t(0), 0.0, maxext > 1 ? levels + 1 : 1);
+  if (maxext == 1) return;
+  for (int64_t s = top; s >= 1; s /= 2, --levels) {
+    for (int j = 0; j < 4; ++j) {
+      const int d = cfg.order[j];
+      if (ext[d] <= s) continue;
+      int64_t start[4], step[4];
+      for (int k = 0; k < 4; ++k) {
+        int pos = 0;
+        while (cfg.order[pos] != k) ++pos;
+        start[k] = 0;
+        step[k] = pos < j ? s : 2 * s;
+      }
+      start[d] = s;
+      step[d] = 2 * s;
+      const int64_t sd = s * stride[d];
+      for (int64_t i0 = start[0]; i0 < ext[0]; i0 += step[0])
+        for (int64_t i1 = start[1]; i1 < ext[1]; i1 += step[1])
+          for (int64_t i2 = start[2]; i2 < ext[2]; i2 += step[2])
+            for (int64_t i3 = start[3]; i3 < ext[3]; i3 += step[3]) {
+              const int64_t idx = i0 * stride[0] + i1 * stride[1] + i2 * stride[2] + i3;
+              const int64_t c = d == 0 ? i0 : d == 1 ? i1 : d == 2 ? i2 : i3;
+              buf[idx] = visit(idx, interp_predict(buf + idx, sd, c, ext[d], s, cfg.cubic != 0), levels);
+            }
+    }
+  }
+}
+
+}  // namespace ebzip
