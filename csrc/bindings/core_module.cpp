@@ -15,7 +15,12 @@ namespace {
 
 const uint8_t* buffer_bytes(const py::buffer& b, uint64_t& len, py::buffer_info& keep) {
   keep = b.request();
-  if (keep.ndim > 1 && !(keep.strides.back() == keep.itemsize)) throw std::invalid_argument("stream buffer must be contiguous");
+  py::ssize_t expect = keep.itemsize;  // C-contiguous strides, innermost first
+  for (py::ssize_t k = keep.ndim; k-- > 0;) {
+    if (keep.shape[size_t(k)] > 1 && keep.strides[size_t(k)] != expect)
+      throw std::invalid_argument("an ebzip stream must be a C-contiguous buffer (e.g. bytes); got a strided view");
+    expect *= keep.shape[size_t(k)];
+  }
   len = uint64_t(keep.size) * uint64_t(keep.itemsize);
   return static_cast<const uint8_t*>(keep.ptr);
 }
@@ -132,7 +137,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "error_stats",
-      [](py::array a, py::array b, int dtype, int threads) {
+      [](py::array a, py::array b, int dtype, double scale, int threads) {
         if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style) || a.size() != b.size() ||
             a.itemsize() != b.itemsize())
           throw std::invalid_argument("arrays must be C-contiguous with the same size and itemsize");
@@ -142,9 +147,9 @@ PYBIND11_MODULE(_core, m) {
         cpu::ErrorStats e;
         {
           py::gil_scoped_release release;
-          e = cpu::error_stats(pa, pb, n, DType(dtype), threads);
+          e = cpu::error_stats(pa, pb, n, DType(dtype), scale, threads);
         }
         return py::make_tuple(e.max_abs_err, e.sum_sq_err, e.n_finite, e.n_nonfinite_mismatch);
       },
-      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("threads") = 1);
+      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("scale") = 1.0, py::arg("threads") = 1);
 }
