@@ -15,7 +15,12 @@ namespace {
 
 const uint8_t* buffer_bytes(const py::buffer& b, uint64_t& len, py::buffer_info& keep) {
   keep = b.request();
-  if (keep.ndim > 1 && !(keep.strides.back() == keep.itemsize)) throw std::invalid_argument("stream buffer must be contiguous");
+  py::ssize_t expect = keep.itemsize;  // C-contiguous strides, innermost first
+  for (py::ssize_t k = keep.ndim; k-- > 0;) {
+    if (keep.shape[size_t(k)] > 1 && keep.strides[size_t(k)] != expect)
+      throw std::invalid_argument("an ebzip stream must be a C-contiguous buffer (e.g. bytes); got a strided view");
+    expect *= keep.shape[size_t(k)];
+  }
   len = uint64_t(keep.size) * uint64_t(keep.itemsize);
   return static_cast<const uint8_t*>(keep.ptr);
 }
@@ -79,7 +84,8 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "compress",
       [](py::array arr, int dtype, int mode, double eb_param, double eb_abs, StreamBuffer& out, int threads,
-         uint64_t block_elems, int predictor, int interp_cubic, double interp_alpha, double interp_beta) {
+         uint64_t block_elems, int predictor, int interp_cubic, double interp_alpha, double interp_beta,
+         int pred_dims) {
         if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
         if (dtype < 0 || dtype > 3 || mode < 0 || mode > 2) throw std::invalid_argument("bad dtype or mode code");
         cpu::CompressParams p;
@@ -96,6 +102,8 @@ PYBIND11_MODULE(_core, m) {
           throw std::invalid_argument("interpolation level bounds out of range");
         p.interp.alpha = interp_alpha;
         p.interp.beta = interp_beta;
+        if (pred_dims < 1 || pred_dims > 4) throw std::invalid_argument("pred_dims must be in [1, 4]");
+        p.pred_dims = pred_dims;
         if (arr.itemsize() != dtype_size(p.dtype)) throw std::invalid_argument("array itemsize does not match dtype");
         std::vector<uint64_t> shape(arr.shape(), arr.shape() + arr.ndim());
         const void* src = arr.data();
@@ -104,7 +112,7 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("array"), py::arg("dtype"), py::arg("mode"), py::arg("eb_param"), py::arg("eb_abs"), py::arg("out"),
       py::arg("threads") = 1, py::arg("block_elems") = 0, py::arg("predictor") = 0, py::arg("interp_cubic") = 1,
-      py::arg("interp_alpha") = 1.0, py::arg("interp_beta") = 1.0);
+      py::arg("interp_alpha") = 1.0, py::arg("interp_beta") = 1.0, py::arg("pred_dims") = 4);
 
   m.def(
       "inspect",
@@ -149,7 +157,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "error_stats",
-      [](py::array a, py::array b, int dtype, int threads) {
+      [](py::array a, py::array b, int dtype, double scale, int threads) {
         if (!(a.flags() & py::array::c_style) || !(b.flags() & py::array::c_style) || a.size() != b.size() ||
             a.itemsize() != b.itemsize())
           throw std::invalid_argument("arrays must be C-contiguous with the same size and itemsize");
@@ -159,9 +167,9 @@ PYBIND11_MODULE(_core, m) {
         cpu::ErrorStats e;
         {
           py::gil_scoped_release release;
-          e = cpu::error_stats(pa, pb, n, DType(dtype), threads);
+          e = cpu::error_stats(pa, pb, n, DType(dtype), scale, threads);
         }
         return py::make_tuple(e.max_abs_err, e.sum_sq_err, e.n_finite, e.n_nonfinite_mismatch);
       },
-      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("threads") = 1);
+      py::arg("a"), py::arg("b"), py::arg("dtype"), py::arg("scale") = 1.0, py::arg("threads") = 1);
 }

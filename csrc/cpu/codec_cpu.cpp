@@ -1160,29 +1160,42 @@ Range finite_range(const void* data, uint64_t n, DType dtype, int threads) {
   return r;
 }
 
-ErrorStats error_stats(const void* a, const void* b, uint64_t n, DType dtype, int threads) {
+ErrorStats error_stats(const void* a, const void* b, uint64_t n, DType dtype, double scale, int threads) {
   ErrorStats es{0, 0, 0, 0};
   dispatch_dtype(dtype, [&](auto t) {
     using T = decltype(t);
     using S = typename T::storage;
     const auto* x = static_cast<const S*>(a);
     const auto* y = static_cast<const S*>(b);
-    double max_err = 0, sse = 0;
-    uint64_t finite = 0, mismatch = 0;
-#pragma omp parallel for num_threads(n < (1u << 16) ? 1 : std::max(1, threads)) reduction(max : max_err) \
-    reduction(+ : sse, finite, mismatch)
-    for (int64_t i = 0; i < int64_t(n); ++i) {
-      const double u = T::to_double(x[i]);
-      if (u - u == 0.0) {
-        const double e = std::fabs(u - T::to_double(y[i]));
-        max_err = std::max(max_err, e != e ? INFINITY : e);
-        sse += e * e;
-        ++finite;
-      } else if (memcmp(&x[i], &y[i], sizeof(S)) != 0) {
-        ++mismatch;
+    const double inv_scale = scale > 0 && std::isfinite(scale) ? 1.0 / scale : 1.0;
+    // Fixed pieces summed in order: the result (and so a PSNR-mode stream)
+    // must not depend on the number of threads.
+    constexpr int64_t kPiece = 1 << 16;
+    const int64_t pieces = int64_t((n + kPiece - 1) / kPiece);
+    std::vector<ErrorStats> part(static_cast<size_t>(pieces), ErrorStats{0, 0, 0, 0});
+#pragma omp parallel for num_threads(pieces < 2 ? 1 : std::max(1, threads)) schedule(static)
+    for (int64_t pc = 0; pc < pieces; ++pc) {
+      ErrorStats& ps = part[size_t(pc)];
+      const int64_t end = std::min<int64_t>(int64_t(n), (pc + 1) * kPiece);
+      for (int64_t i = pc * kPiece; i < end; ++i) {
+        const double u = T::to_double(x[i]);
+        if (u - u == 0.0) {
+          const double e = std::fabs(u - T::to_double(y[i]));
+          ps.max_abs_err = std::max(ps.max_abs_err, e != e ? INFINITY : e);
+          const double r = e * inv_scale;
+          ps.sum_sq_err += r * r;
+          ++ps.n_finite;
+        } else if (memcmp(&x[i], &y[i], sizeof(S)) != 0) {
+          ++ps.n_nonfinite_mismatch;
+        }
       }
     }
-    es = ErrorStats{max_err, sse, finite, mismatch};
+    for (const auto& ps : part) {
+      es.max_abs_err = std::max(es.max_abs_err, ps.max_abs_err);
+      es.sum_sq_err += ps.sum_sq_err;
+      es.n_finite += ps.n_finite;
+      es.n_nonfinite_mismatch += ps.n_nonfinite_mismatch;
+    }
   });
   return es;
 }

@@ -38,10 +38,10 @@ Range finite_range(const void* data, uint64_t n, DType dtype, int threads);
 
 struct ErrorStats {
   double max_abs_err;          // over elements finite in `a`
-  double sum_sq_err;
+  double sum_sq_err;           // of (error / scale): no under/overflow for tiny or huge values
   uint64_t n_finite;
   uint64_t n_nonfinite_mismatch;  // non-finite in `a` whose bits differ in `b`
 };
-ErrorStats error_stats(const void* a, const void* b, uint64_t n, DType dtype, int threads);
+ErrorStats error_stats(const void* a, const void* b, uint64_t n, DType dtype, double scale, int threads);
 
 }  // namespace ebzip::cpu

@@ -113,11 +113,17 @@ class Compressed(_core.StreamBuffer):
         return memoryview(self).tobytes()
 
     def __reduce__(self):
-        return (Compressed, (bytes(self),))
+        return (_unpickle, (bytes(self), self._origin))
 
     def __repr__(self) -> str:
         return (f"<ebzip.Compressed {self.dtype_name}{list(self.shape)} {self.mode} eb={self.eb:g} "
                 f"(abs {self.eb_abs:g}) {self.nbytes} bytes, ratio {self.ratio:.2f}>")
+
+
+def _unpickle(data: bytes, origin) -> "Compressed":
+    c = Compressed(data)
+    c._origin = origin
+    return c
 
 
 def _check_eb(eb, mode: str) -> float:
@@ -133,10 +139,13 @@ def _check_eb(eb, mode: str) -> float:
     return eb
 
 
-def _psnr(value_range: float, sse: float, n: int) -> float:
-    if n == 0 or sse == 0:
-        return math.inf
-    return 20 * math.log10(value_range) - 10 * math.log10(sse / n)
+def _psnr_of(scaled_sse: float, n: int) -> float:
+    """PSNR from the sum of squared errors already divided by the value range."""
+    mse = scaled_sse / n if n else 0.0
+    return math.inf if mse == 0 else -10 * math.log10(mse)
+
+
+_DBL_MAX = float(np.finfo(np.float64).max)
 
 
 def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", threads: int | None = None,
@@ -174,13 +183,14 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
         value_range = None
     else:
         lo, hi, n_finite = _core.finite_range(arr, code, nthreads)
-        value_range = hi - lo if n_finite else 0.0
+        value_range = float(hi) - float(lo) if n_finite else 0.0
         if not math.isfinite(value_range):  # e.g. -1e308 .. 1e308 overflows
-            value_range = np.finfo(np.float64).max
+            value_range = _DBL_MAX
         if mode == "rel":
             eb_abs = eb * value_range
-        else:  # uniform error in [-e, e] has RMSE e/sqrt(3)
-            eb_abs = math.sqrt(3.0) * value_range * 10 ** (-eb / 20)
+        else:  # uniform error in [-e, e] has RMSE e/sqrt(3); small factor first, so no overflow
+            eb_abs = (math.sqrt(3.0) * 10 ** (-eb / 20)) * value_range
+        eb_abs = min(eb_abs, _DBL_MAX)  # a bound beyond float64 means "anything": keep it finite
 
     def run(bound: float) -> Compressed:
         c = Compressed()
@@ -190,16 +200,21 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
 
     c = run(eb_abs)
     if mode == "psnr" and eb_abs > 0:
-        # The PSNR target is a promise too: measure and tighten if needed.
-        for _ in range(6):
-            recon = np.empty_like(arr)
+        # The PSNR target is a promise too: measure, tighten until it holds,
+        # and store exactly if tightening stops helping (tiny arrays).
+        recon = np.empty_like(arr)
+        previous = -math.inf
+        for _ in range(8):
             _core.decompress_into(c, recon, nthreads)
-            _, sse, n, _ = _core.error_stats(arr, recon, code, nthreads)
-            achieved = _psnr(value_range, sse, n)
+            _, sse, n, _ = _core.error_stats(arr, recon, code, value_range, nthreads)
+            achieved = _psnr_of(sse, n)
             if achieved >= eb:
-                break
-            eb_abs *= 10 ** ((achieved - eb) / 20) * 0.97
+                return c
+            shrink = 10 ** ((achieved - eb) / 20) * 0.97 if achieved > previous else 0.5
+            previous = achieved
+            eb_abs *= shrink
             c = run(eb_abs)
+        c = run(0.0)
     return c
 
 
