@@ -1,34 +1,639 @@
-"""Command line: ``ebzip demo`` (the HDF5 commands come with the CLI issue)."""
+"""The ``ebzip`` command line (click).
+
+``ebzip`` alone (or ``ebzip demo``) runs the demo; ``ebzip info`` reports the
+build. HDF5 files: ``compress``, ``decompress``, ``info FILE``, ``verify``,
+``estimate`` (need ``pip install 'ebzip[hdf5]'``). Raw binary arrays, with the
+flags SZ3 and zfp users know: ``-i IN -o OUT -f|-d -3 nx ny nz -M REL -R 1e-3``
+(``-A``/``-a`` for an absolute bound), ``-`` for stdin/stdout. See docs/cli.md.
+"""
 
 from __future__ import annotations
 
-import argparse
+import math
+import os
 import sys
+
+import click
+
+from . import api
+
+MODE_CHOICE = click.Choice(["abs", "rel", "psnr"], case_sensitive=False)
+RAW_DTYPES = {"float32": "float32", "f32": "float32", "float": "float32", "float64": "float64", "f64": "float64",
+              "double": "float64", "float16": "float16", "f16": "float16", "bfloat16": "bfloat16",
+              "bf16": "bfloat16"}
+STREAM_MAGIC = b"EBZP"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _need_hdf5():
+    try:
+        from . import h5file  # noqa: F401
+    except ImportError:
+        raise click.ClickException("HDF5 files need h5py: pip install 'ebzip[hdf5]'") from None
+    return h5file
+
+
+def _is_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            for offset in (0, 512, 1024, 2048, 4096, 8192):
+                f.seek(offset)
+                if f.read(8) == b"\x89HDF\r\n\x1a\n":
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _is_stream(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == STREAM_MAGIC
+    except OSError:
+        return False
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(s) for s in shape) if shape else "scalar"
+
+
+def _fmt_ratio(r: float) -> str:
+    return "inf" if not math.isfinite(r) else f"{r:.2f}"
+
+
+def _table(rows: list[list[str]], header: list[str], right=()) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]).rstrip()
+
+
+class _Warn:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, msg: str):
+        self.count += 1
+        click.echo(f"warning: {msg}", err=True)
+
+
+def _progress_default(progress):
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def _resolve_bound(eb, mode, M, A, R, a_zfp, required=True):
+    """Combine --eb/--mode with SZ3's -M/-A/-R and zfp's -a into (eb, mode)."""
+    given = [(v, m) for v, m in ((A, "abs"), (a_zfp, "abs"), (R, "rel")) if v is not None]
+    if eb is not None and given:
+        raise click.UsageError("give the bound once: --eb, or -A/-R (SZ3), or -a (zfp)")
+    if len(given) > 1:
+        raise click.UsageError("give one of -A, -R, -a")
+    if mode and M and mode.lower() != M.lower():
+        raise click.UsageError(f"--mode {mode} and -M {M} disagree")
+    mode = (mode or M or "").lower() or None
+    if given:
+        value, implied = given[0]
+        if mode and mode != implied:
+            raise click.UsageError(f"-M {mode.upper()} does not go with the {implied} bound flag")
+        eb, mode = value, implied
+    if eb is None:
+        if required:
+            raise click.UsageError("give a bound: --eb VALUE [--mode rel|abs|psnr] (or -M REL -R VALUE, -A VALUE)")
+        return None, mode or "rel"
+    mode = mode or "rel"
+    if not math.isfinite(eb) or eb < 0 or (mode == "psnr" and eb <= 0):
+        raise click.BadParameter(f"the bound must be finite and >= 0 (> 0 dB for psnr); got {eb:g}",
+                                 param_hint="--eb")
+    return eb, mode
+
+
+def _raw_dims(d1, d2, d3, d4):
+    dims = [d for d in (d1, d2, d3, d4) if d]
+    if len(dims) > 1:
+        raise click.UsageError("give one of -1, -2, -3, -4")
+    if not dims:
+        return None
+    d = dims[0] if isinstance(dims[0], tuple) else (dims[0],)
+    if any(n <= 0 for n in d):
+        raise click.BadParameter("dimensions must be positive", param_hint="-1/-2/-3/-4")
+    return tuple(reversed(d))  # SZ3/zfp order: fastest-varying first; numpy shape: slowest first
+
+
+def _raw_dtype(f, d, dtype):
+    picks = [x for x, on in (("float32", f), ("float64", d)) if on]
+    if dtype:
+        name = RAW_DTYPES.get(dtype.lower())
+        if name is None:
+            raise click.BadParameter(f"unknown dtype {dtype!r}", param_hint="--dtype")
+        picks.append(name)
+    if len(set(picks)) > 1:
+        raise click.UsageError("give one of -f, -d, --dtype")
+    return picks[0] if picks else "float32"
+
+
+def _read_input_bytes(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    if not os.path.exists(path):
+        raise click.ClickException(f"no such file: {path}")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _load_raw(path: str, dtype: str, shape):
+    import numpy as np
+
+    store = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
+    n = math.prod(shape)
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        size = len(data)
+    else:
+        if not os.path.exists(path):
+            raise click.ClickException(f"no such file: {path}")
+        size = os.path.getsize(path)
+    if size != n * store.itemsize:
+        raise click.ClickException(
+            f"{path}: {size} bytes, but {dtype} {_fmt_shape(shape)} needs {n * store.itemsize}; "
+            "check the dimensions (-1..-4, fastest-varying first) and -f/-d")
+    if path == "-":
+        return np.frombuffer(data, dtype=store).reshape(shape)
+    if n == 0:
+        return np.zeros(shape, dtype=store)
+    return np.memmap(path, dtype=store, mode="r", shape=shape)
+
+
+def _write_output_bytes(out: str, inputs, force: bool, chunks):
+    """Write an iterable of bytes-like objects to ``out`` ('-': stdout) atomically."""
+    if out == "-":
+        for c in chunks:
+            sys.stdout.buffer.write(memoryview(c).cast("B"))
+        sys.stdout.buffer.flush()
+        return
+    from ._io import atomic_output
+
+    with atomic_output(out, inputs, force) as tmp:
+        with open(tmp, "wb") as f:
+            for c in chunks:
+                f.write(memoryview(c).cast("B"))
+
+
+def _errors(fn):
+    """Turn expected failures into a clear message and a non-zero exit (no traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ._io import OutputError
+
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except api.StreamError as e:
+            raise click.ClickException(f"not a valid ebzip stream: {e}") from None
+        except OutputError as e:
+            raise click.ClickException(str(e)) from None
+        except FileNotFoundError as e:
+            raise click.ClickException(str(e) if e.filename is None else f"no such file: {e.filename}") from None
+        except ImportError as e:
+            raise click.ClickException(str(e)) from None
+        except (ValueError, TypeError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _echo_report(msg: str, to_stderr: bool = False):
+    click.echo(msg, err=to_stderr)
+
+
+# ------------------------------------------------------------------ the group
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ebzip", prog_name="ebzip", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx):
+    """Error-bounded lossy compression of floating-point arrays.
+
+    Without a command, runs the demo. HDF5 files: compress, decompress, info,
+    verify, estimate. Raw binary arrays: the same commands with -i/-o and the
+    SZ3/zfp flags (-f/-d, -1..-4, -M, -A, -R, -a). See docs/cli.md.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(demo)
+
+
+@cli.command()
+@click.option("--size", type=int, default=256, show_default=True, help="grid edge of the simulation")
+@click.option("--snapshots", type=int, default=32, show_default=True, help="snapshots stacked into a 3-D field")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all)")
+def demo(size, snapshots, threads):
+    """Compress a simulated field at several bounds and report the results."""
+    from .demo import run_demo
+
+    run_demo(size=size, snapshots=snapshots, threads=threads)
+
+
+@cli.command()
+@click.argument("file", required=False)
+@_errors
+def info(file):
+    """Report the ebzip build; with FILE, what an HDF5 file or ebzip stream holds.
+
+    For an HDF5 file, one row per dataset: shape, dtype, filters, the ebzip
+    bound and predictor, stored size and ratio.
+    """
+    if file is None:
+        from .info import report
+
+        click.echo(report())
+        return
+    if not os.path.exists(file):
+        raise click.ClickException(f"no such file: {file}")
+    if _is_stream(file):
+        head = api.inspect(_read_input_bytes(file))
+        size = os.path.getsize(file)
+        import numpy as np
+
+        item = 2 if head["dtype"] in ("float16", "bfloat16") else np.dtype(head["dtype"]).itemsize
+        orig = math.prod(head["shape"]) * item
+        click.echo(f"{file}: ebzip stream (format {head['format_version']})")
+        click.echo(f"  shape {_fmt_shape(head['shape'])}  dtype {head['dtype']}  mode {head['mode']} "
+                   f"{head['eb_param']:g} (abs {head['eb_abs']:.6g})  predictor {head['pipeline']}")
+        click.echo(f"  {_fmt_bytes(orig)} -> {_fmt_bytes(size)}, ratio {_fmt_ratio(orig / size if size else math.inf)}")
+        return
+    if not _is_hdf5(file):
+        raise click.ClickException(f"{file} is neither an HDF5 file nor an ebzip stream")
+    h5file = _need_hdf5()
+    rows = h5file.file_info(file)
+    table = [[r.path, _fmt_shape(r.shape), r.dtype, r.filter, r.bound or "-", r.predictor or "-",
+              _fmt_bytes(r.stored_nbytes), _fmt_ratio(r.ratio) if r.original_nbytes else "-"] for r in rows]
+    click.echo(_table(table, ["dataset", "shape", "dtype", "filters", "bound", "predictor", "stored", "ratio"],
+                      right={6, 7}))
+    orig = sum(r.original_nbytes for r in rows)
+    stored = sum(r.stored_nbytes for r in rows)
+    from . import h5
+
+    plug = "plugin loaded" if h5.plugin_available() else "no plugin: read with ebzip / ebzip.h5.read"
+    click.echo(f"{len(rows)} datasets, {_fmt_bytes(orig)} of data in {_fmt_bytes(stored)} "
+               f"(ratio {_fmt_ratio(orig / stored if stored else math.inf)}); ebzip filter id {h5.FILTER_ID}, {plug}")
+
+
+# shared options ----------------------------------------------------------
+
+
+def _bound_options(fn):
+    for dec in reversed([
+        click.option("--eb", type=float, default=None, help="error bound (with --mode)"),
+        click.option("--mode", type=MODE_CHOICE, default=None,
+                     help="abs, rel (fraction of the value range; default) or psnr (dB)"),
+        click.option("-M", "M", type=MODE_CHOICE, default=None, help="SZ3: error bound mode ABS|REL|PSNR"),
+        click.option("-A", "A", type=float, default=None, help="SZ3: absolute bound"),
+        click.option("-R", "R", type=float, default=None, help="SZ3: value-range relative bound"),
+        click.option("-a", "a_zfp", type=float, default=None, help="zfp: absolute tolerance"),
+    ]):
+        fn = dec(fn)
+    return fn
+
+
+def _raw_options(fn):
+    for dec in reversed([
+        click.option("-f", "f32", is_flag=True, help="raw input: float32"),
+        click.option("-d", "f64", is_flag=True, help="raw input: float64"),
+        click.option("--dtype", default=None, help="raw input: float32, float64, float16 or bfloat16"),
+        click.option("-1", "d1", type=int, default=None, metavar="NX", help="raw input: 1-D"),
+        click.option("-2", "d2", type=int, nargs=2, default=None, metavar="NX NY", help="raw input: 2-D"),
+        click.option("-3", "d3", type=int, nargs=3, default=None, metavar="NX NY NZ",
+                     help="raw input: 3-D, fastest-varying first (numpy shape NZ, NY, NX)"),
+        click.option("-4", "d4", type=int, nargs=4, default=None, metavar="NX NY NZ NW", help="raw input: 4-D"),
+    ]):
+        fn = dec(fn)
+    return fn
+
+
+def _pick_paths(pos, i, o, z, which):
+    """Positional IN OUT, or -i/-o (and SZ3's -z for the compressed file)."""
+    pos = list(pos)
+    if len(pos) > 2:
+        raise click.UsageError(f"too many paths: {' '.join(pos)}")
+    src = i or (pos.pop(0) if pos else None)
+    if which == "compress":
+        dst = o or z or (pos.pop(0) if pos else None)
+    else:
+        if z and not i:
+            src = z
+        dst = o or (pos.pop(0) if pos else None)
+    if pos:
+        raise click.UsageError(f"unexpected argument: {pos[0]}")
+    if not src:
+        raise click.UsageError("missing the input: IN (or -i IN)")
+    if not dst:
+        raise click.UsageError("missing the output: OUT (or -o OUT)")
+    return src, dst
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, metavar="IN OUT")
+@_bound_options
+@_raw_options
+@click.option("-i", "i", default=None, help="input file ('-' for stdin)")
+@click.option("-o", "o", default=None, help="output file ('-' for stdout)")
+@click.option("-z", "z", default=None, help="SZ3/zfp: the compressed file (same as -o here)")
+@click.option("--include", multiple=True, metavar="PATTERN", help="HDF5: compress only matching datasets")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="HDF5: copy matching datasets unchanged")
+@click.option("--eb-for", multiple=True, metavar="PATTERN=VALUE[:MODE]", help="HDF5: a bound for matching datasets")
+@click.option("--force", is_flag=True, help="replace an existing output")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all)")
+@click.option("--dask-scheduler", default=None, metavar="ADDRESS",
+              help="HDF5: compress chunks on this dask.distributed scheduler (workers read IN themselves)")
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)")
+@click.option("-q", "--quiet", is_flag=True, help="no report")
+@_errors
+def compress(paths, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, i, o, z, include, exclude, eb_for,
+             force, threads, dask_scheduler, progress, quiet):
+    """Compress an HDF5 file (every float dataset) or a raw binary array.
+
+    \b
+    HDF5:  ebzip compress IN.h5 OUT.h5 --eb 1e-3 --mode rel [--include P] [--exclude P] [--eb-for P=V]
+    raw:   ebzip compress -i IN.f32 -o OUT.ebz -f -3 NX NY NZ -M REL -R 1e-3     ('-' for stdin/stdout)
+    """
+    src, dst = _pick_paths(paths, i, o, z, "compress")
+    eb, mode = _resolve_bound(eb, mode, M, A, R, a_zfp)
+    if threads is not None:
+        api.set_num_threads(threads)
+    shape = _raw_dims(d1, d2, d3, d4)
+    raw = shape is not None or f32 or f64 or dtype or src == "-" or dst == "-"
+    if not raw:
+        if not os.path.exists(src):
+            raise click.ClickException(f"no such file: {src}")
+        if not _is_hdf5(src):
+            raise click.ClickException(f"{src} is not an HDF5 file (for a raw binary array give its dimensions: "
+                                       "-f|-d and -1/-2/-3/-4)")
+        h5file = _need_hdf5()
+        warn = _Warn()
+        try:
+            reports = h5file.compress_file(src, dst, eb, mode, include=include, exclude=exclude, eb_for=eb_for,
+                                           threads=threads, scheduler=dask_scheduler, force=force,
+                                           progress=_progress_default(progress), warn=warn)
+        except h5file.PatternError as e:
+            raise click.BadParameter(str(e), param_hint="pattern") from None
+        if not quiet:
+            _print_compress_reports(src, dst, reports)
+        return
+    if include or exclude or eb_for or dask_scheduler:
+        raise click.UsageError("--include/--exclude/--eb-for/--dask-scheduler apply to HDF5 files")
+    if shape is None:
+        raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
+    name = _raw_dtype(f32, f64, dtype)
+    x = _load_raw(src, name, shape)
+    import time
+
+    t0 = time.perf_counter()
+    c = api.compress(x, eb, mode, dtype="bfloat16" if name == "bfloat16" else None)
+    secs = time.perf_counter() - t0
+    _write_output_bytes(dst, [src], force, [c])
+    if not quiet:
+        mbs = c.original_nbytes / 1e6 / secs if secs > 0 else math.inf
+        bound = f"{c.mode} {c.eb:g}" + ("" if c.mode == "abs" else f" (abs {c.eb_abs:.4g})")
+        _echo_report(f"{src} -> {dst}: {name} {_fmt_shape(c.shape)}, {bound}, "
+                     f"{_fmt_bytes(c.original_nbytes)} -> {_fmt_bytes(c.nbytes)}, ratio {c.ratio:.2f}, "
+                     f"{mbs:.0f} MB/s", to_stderr=dst == "-")
+
+
+def _print_compress_reports(src, dst, reports):
+    rows = [[r.path, _fmt_shape(r.shape), r.dtype, r.bound, _fmt_bytes(r.original_nbytes), _fmt_bytes(r.stored_nbytes),
+             _fmt_ratio(r.ratio), f"{r.original_nbytes / 1e6 / r.seconds:.0f}" if r.seconds > 0 else "-"]
+            for r in reports]
+    if rows:
+        click.echo(_table(rows, ["dataset", "shape", "dtype", "bound", "original", "stored", "ratio", "MB/s"],
+                          right={4, 5, 6, 7}))
+    orig = sum(r.original_nbytes for r in reports)
+    stored = sum(r.stored_nbytes for r in reports)
+    click.echo(f"{src} -> {dst}: {len(reports)} float dataset(s) compressed, {_fmt_bytes(orig)} -> "
+               f"{_fmt_bytes(stored)} (ratio {_fmt_ratio(orig / stored if stored else math.inf)}); "
+               f"everything else copied unchanged")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, metavar="IN OUT")
+@click.option("-i", "i", default=None, help="input file ('-' for stdin)")
+@click.option("-o", "o", default=None, help="output file ('-' for stdout)")
+@click.option("-z", "z", default=None, help="SZ3/zfp: the compressed file (same as -i here)")
+@click.option("--force", is_flag=True, help="replace an existing output")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all)")
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)")
+@click.option("-q", "--quiet", is_flag=True, help="no report")
+@_errors
+def decompress(paths, i, o, z, force, threads, progress, quiet):
+    """Decompress an HDF5 file (ebzip datasets stored plain) or an ebzip stream to a raw binary array."""
+    src, dst = _pick_paths(paths, i, o, z, "decompress")
+    if threads is not None:
+        api.set_num_threads(threads)
+    if src != "-" and not os.path.exists(src):
+        raise click.ClickException(f"no such file: {src}")
+    if src != "-" and _is_hdf5(src):
+        if dst == "-":
+            raise click.UsageError("an HDF5 output cannot go to stdout")
+        h5file = _need_hdf5()
+        reports = h5file.decompress_file(src, dst, force=force, progress=_progress_default(progress), warn=_Warn())
+        if not quiet:
+            rows = [[r.path, _fmt_shape(r.shape), r.dtype, r.bound, _fmt_bytes(r.original_nbytes)] for r in reports]
+            if rows:
+                click.echo(_table(rows, ["dataset", "shape", "dtype", "bound", "size"], right={4}))
+            click.echo(f"{src} -> {dst}: {len(reports)} ebzip dataset(s) decompressed; everything else copied "
+                       "unchanged")
+        return
+    if src != "-" and not _is_stream(src):
+        raise click.ClickException(f"{src} is neither an HDF5 file nor an ebzip stream")
+    data = _read_input_bytes(src)
+    head = api.inspect(data)
+    y = api.decompress(data, raw_bf16=True)
+    _write_output_bytes(dst, [src], force, [y.reshape(-1).view("u1") if y.size else b""])
+    if not quiet:
+        _echo_report(f"{src} -> {dst}: {head['dtype']} {_fmt_shape(head['shape'])} (numpy shape; "
+                     f"raw little-endian, C order), {_fmt_bytes(len(data))} -> {_fmt_bytes(y.nbytes)}",
+                     to_stderr=dst == "-")
+
+
+@cli.command()
+@click.argument("orig")
+@click.argument("compressed")
+@click.option("--eb", type=float, default=None, help="check against this bound instead of the recorded one")
+@click.option("--mode", type=MODE_CHOICE, default="rel", show_default=True, help="mode of --eb")
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)")
+@_errors
+def verify(orig, compressed, eb, mode, progress):
+    """Check a compressed file against its original: max error / bound and PSNR per dataset.
+
+    HDF5: every dataset of ORIG against the same path in COMPRESSED (ebzip
+    datasets against the bound each chunk records; non-float datasets must be
+    identical). Raw: ORIG a raw binary array, COMPRESSED its ebzip stream.
+    Exits 1 on any violation.
+    """
+    mode = mode.lower()
+    for p in (orig, compressed):
+        if not os.path.exists(p):
+            raise click.ClickException(f"no such file: {p}")
+    if _is_hdf5(orig) and _is_hdf5(compressed):
+        h5file = _need_hdf5()
+        reports = h5file.verify_files(orig, compressed, eb=eb, mode=mode, progress=_progress_default(progress))
+        rows = []
+        for r in reports:
+            if r.kind == "float":
+                rows.append([r.path, _fmt_shape(r.shape), r.dtype, f"{r.max_err:.4g}",
+                             "-" if r.bound is None else f"{r.bound:.4g}",
+                             "-" if r.err_over_bound is None else f"{r.err_over_bound:.4f}",
+                             "inf" if math.isinf(r.psnr) else f"{r.psnr:.2f}", "ok" if r.ok else "FAIL", r.note])
+            else:
+                rows.append([r.path, _fmt_shape(r.shape or ()), r.dtype, "-", "-", "-", "-", "ok" if r.ok else "FAIL",
+                             r.note])
+        click.echo(_table(rows, ["dataset", "shape", "dtype", "max err", "bound", "err/bound", "PSNR dB", "status",
+                                 "note"], right={3, 4, 5, 6}))
+        bad = [r for r in reports if not r.ok]
+        nfloat = sum(r.kind == "float" for r in reports)
+        if bad:
+            click.echo(f"FAIL: {len(bad)} of {len(reports)} dataset(s) violate the bound or differ", err=True)
+            sys.exit(1)
+        click.echo(f"ok: {nfloat} float dataset(s) within their bounds, {len(reports) - nfloat} other dataset(s) "
+                   "identical")
+        return
+    if not _is_stream(compressed):
+        raise click.ClickException(f"{compressed}: give two HDF5 files, or a raw array and its ebzip stream")
+    import numpy as np
+
+    data = _read_input_bytes(compressed)
+    head = api.inspect(data)
+    y = api.decompress(data, raw_bf16=True)
+    store = y.dtype
+    if os.path.getsize(orig) != y.nbytes:
+        raise click.ClickException(f"{orig}: {os.path.getsize(orig)} bytes, the stream holds {head['dtype']} "
+                                   f"{_fmt_shape(head['shape'])} ({y.nbytes} bytes)")
+    x = np.fromfile(orig, dtype=store).reshape(y.shape)
+    if head["dtype"] == "bfloat16":
+        x64 = (x.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        y64 = (y.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    else:
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    fin = np.isfinite(x64)
+    err = np.abs(x64[fin] - y64[fin])
+    max_err = float(err.max()) if err.size else 0.0
+    ub = np.dtype(f"u{store.itemsize}")
+    bad_nf = int(np.count_nonzero(x.view(ub)[~fin] != y.view(ub)[~fin]))
+    vr = float(x64[fin].max() - x64[fin].min()) if err.size else 0.0
+    mse = float(np.mean(err * err)) if err.size else 0.0
+    psnr = math.inf if mse == 0 else (20 * math.log10(vr) - 10 * math.log10(mse) if vr > 0 else -math.inf)
+    if eb is None:
+        bound = head["eb_abs"]
+    else:
+        bound = eb if mode == "abs" else eb * vr if mode == "rel" else None
+    ratio = None if bound is None else ((0.0 if max_err == 0 else math.inf) if bound == 0 else max_err / bound)
+    ok = bad_nf == 0 and (ratio is None or ratio <= 1) and (bound is not None or psnr >= eb)
+    click.echo(f"{orig} vs {compressed}: {head['dtype']} {_fmt_shape(head['shape'])}  max err {max_err:.4g}  "
+               f"bound {'-' if bound is None else f'{bound:.4g}'}  err/bound {'-' if ratio is None else f'{ratio:.4f}'}  "
+               f"PSNR {psnr:.2f} dB  non-finite mismatches {bad_nf}  {'ok' if ok else 'FAIL'}")
+    if not ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("src", metavar="IN")
+@_bound_options
+@_raw_options
+@click.option("--include", multiple=True, metavar="PATTERN", help="HDF5: only matching datasets")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="HDF5: leave matching datasets out")
+@click.option("--eb-for", multiple=True, metavar="PATTERN=VALUE[:MODE]", help="HDF5: a bound for matching datasets")
+@click.option("--sample", type=float, default=0.05, show_default=True, help="fraction of the chunks to compress")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all)")
+@_errors
+def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, include, exclude, eb_for, sample,
+             threads):
+    """Predict the compression ratio from a sample, writing nothing."""
+    eb, mode = _resolve_bound(eb, mode, M, A, R, a_zfp)
+    if threads is not None:
+        api.set_num_threads(threads)
+    if not 0 < sample <= 1:
+        raise click.BadParameter("a fraction in (0, 1]", param_hint="--sample")
+    if src != "-" and not os.path.exists(src):
+        raise click.ClickException(f"no such file: {src}")
+    shape = _raw_dims(d1, d2, d3, d4)
+    if shape is None and src != "-":
+        if not _is_hdf5(src):
+            raise click.ClickException(f"{src} is not an HDF5 file (for a raw binary array give -f|-d and -1..-4)")
+        h5file = _need_hdf5()
+        try:
+            reports = h5file.estimate_file(src, eb, mode, include=include, exclude=exclude, eb_for=eb_for,
+                                           sample=sample, threads=threads)
+        except h5file.PatternError as e:
+            raise click.BadParameter(str(e), param_hint="pattern") from None
+        rows = [[r.path, _fmt_shape(r.shape), r.dtype, r.bound, f"{100 * r.sampled_fraction:.1f}%",
+                 _fmt_ratio(r.predicted_ratio), _fmt_bytes(r.original_nbytes / r.predicted_ratio)] for r in reports]
+        click.echo(_table(rows, ["dataset", "shape", "dtype", "bound", "sampled", "ratio", "predicted size"],
+                          right={4, 5, 6}))
+        orig = sum(r.original_nbytes for r in reports)
+        pred = sum(r.original_nbytes / r.predicted_ratio for r in reports)
+        click.echo(f"predicted: {_fmt_bytes(orig)} -> {_fmt_bytes(pred)} "
+                   f"(ratio {_fmt_ratio(orig / pred if pred else math.inf)}); nothing written")
+        return
+    if shape is None:
+        raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
+    name = _raw_dtype(f32, f64, dtype)
+    x = _load_raw(src, name, shape)
+    # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread: each is
+    # compressed as the full stream would compress it
+    n0, inner = shape[0], max(1, math.prod(shape[1:]))
+    rows_per = max(1, (1 << 18) // inner)
+    nblk = -(-n0 // rows_per)
+    k = max(1, min(nblk, math.ceil(sample * nblk)))
+    starts = sorted({int(round(i)) * rows_per for i in (
+        [0.0] if k == 1 else [j * (nblk - 1) / (k - 1) for j in range(k)])})
+    import numpy as np
+
+    raw = stored = 0
+    pieces = [x[s:s + rows_per] for s in starts]
+    if mode == "rel":
+        lo, hi = math.inf, -math.inf
+        for p in pieces:
+            v = p.astype(np.float64) if name != "bfloat16" else (p.astype(np.uint32) << 16).view(np.float32)
+            v = v[np.isfinite(v)]
+            if v.size:
+                lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+        eb_abs, m = (eb * (hi - lo) if hi >= lo else 0.0), "abs"
+    else:
+        eb_abs, m = eb, mode
+    for p in pieces:
+        c = api.compress(np.ascontiguousarray(p), eb_abs, m, dtype="bfloat16" if name == "bfloat16" else None)
+        raw += c.original_nbytes
+        stored += c.nbytes
+    ratio = raw / stored if stored else math.inf
+    total = math.prod(shape) * (2 if name == "bfloat16" else np.dtype(name).itemsize)
+    click.echo(f"{src}: {name} {_fmt_shape(shape)}, {mode} {eb:g}, sampled {100 * raw / total:.1f}%: "
+               f"predicted ratio {_fmt_ratio(ratio)} ({_fmt_bytes(total)} -> {_fmt_bytes(total / ratio)}); "
+               "nothing written")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ebzip", description="Error-bounded lossy compression of float arrays.")
-    sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="compress a simulated field at several bounds and report the results")
-    demo.add_argument("--size", type=int, default=256, help="grid edge of the simulation (default 256)")
-    demo.add_argument("--snapshots", type=int, default=32, help="snapshots stacked into a 3-D field (default 32)")
-    demo.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    sub.add_parser("info", help="report the ebzip build: backends, versions, stream format")
-    args = parser.parse_args(argv)
-    if args.command in (None, "demo"):
-        from .demo import run_demo
-
-        size = getattr(args, "size", 256)
-        snapshots = getattr(args, "snapshots", 32)
-        run_demo(size=size, snapshots=snapshots, threads=getattr(args, "threads", None))
-        return 0
-    if args.command == "info":
-        from .info import report
-
-        print(report())
-        return 0
-    parser.print_help()
-    return 2
+    """Entry point of the ``ebzip`` console script; returns the exit status."""
+    try:
+        cli.main(args=argv, prog_name="ebzip", standalone_mode=True)
+    except SystemExit as e:
+        code = e.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

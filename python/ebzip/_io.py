@@ -1,0 +1,80 @@
+"""Safe output files: never the input, never half-written.
+
+:func:`atomic_output` hands out a temporary path in the destination's folder
+and moves it into place with :func:`os.replace` only when the work succeeded;
+on any error, Ctrl-C (KeyboardInterrupt) or SIGTERM included, the temporary
+file is removed and the destination is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+
+
+class OutputError(ValueError):
+    """The output path cannot be used (exists, is the input, folder missing)."""
+
+
+def same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(path: str, inputs=(), force: bool = False) -> None:
+    """Refuse an output that is one of the inputs, or exists (unless ``force``)."""
+    for src in inputs:
+        if src and src != "-" and os.path.exists(path) and same_file(src, path):
+            raise OutputError(f"refusing to overwrite the input file {src}")
+        if src and src != "-" and os.path.realpath(src) == os.path.realpath(path):
+            raise OutputError(f"refusing to overwrite the input file {src}")
+    if os.path.isdir(path):
+        raise OutputError(f"{path} is a folder; give a file name")
+    if os.path.exists(path) and not force:
+        raise OutputError(f"{path} exists; pass --force to replace it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"the folder {folder} does not exist")
+
+
+class _TermAsInterrupt:
+    """Turn SIGTERM into KeyboardInterrupt while an output is being written (main thread only)."""
+
+    def __enter__(self):
+        self._old = None
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        except (ValueError, OSError):  # not the main thread
+            self._old = None
+        return self
+
+    @staticmethod
+    def _handler(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, inputs=(), force: bool = False, suffix: str = ""):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``."""
+    check_output(path, inputs, force)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".ebzip-tmp{suffix}", dir=folder)
+    os.close(fd)
+    try:
+        with _TermAsInterrupt():
+            yield tmp
+            check_output(path, inputs, force)  # still true after the (maybe long) work?
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
