@@ -654,7 +654,8 @@ struct InterpPredictor {
     }
   }
 
-  struct State { std::vector<S> tile; std::vector<double> buf; };
+  using B = std::conditional_t<sizeof(S) == 8, double, float>;  // see interp_predict
+  struct State { std::vector<S> tile; std::vector<B> buf; };
 
   int64_t n_blocks() const { return grid.n_blocks; }
   uint64_t block_count(int64_t b) const { return uint64_t(grid.block(b).size); }
@@ -950,27 +951,35 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
   return out;
 }
 
-// The predictors "auto" chooses among: Lorenzo and linear/cubic
-// interpolation over all axes, and Lorenzo over the last two axes only.
+// The predictors "auto" chooses among (each won on some of our real fields
+// at some bound; full-axes linear interpolation never did well enough to stay).
 std::vector<CompressParams> candidates(const CompressParams& p, const std::vector<uint64_t>& shape) {
-  CompressParams lorenzo = p, linear = p, cubic = p, lorenzo2 = p, linear2 = p;
-  lorenzo.predictor = lorenzo2.predictor = Predictor::lorenzo;
-  linear.predictor = cubic.predictor = linear2.predictor = Predictor::interp;
-  linear.interp.cubic = linear2.interp.cubic = 0;
-  cubic.interp.cubic = 1;
-  lorenzo2.pred_dims = linear2.pred_dims = 2;
-  std::vector<CompressParams> c = {lorenzo, linear, cubic};
+  auto make = [&](Predictor pred, bool cubic, int dims) {
+    CompressParams c = p;
+    c.predictor = pred;
+    c.interp.cubic = uint8_t(cubic);
+    c.pred_dims = dims;
+    return c;
+  };
+  std::vector<CompressParams> c = {make(Predictor::lorenzo, false, 4), make(Predictor::interp, true, 4)};
   if (prediction_shape(shape).ndim > 2) {
-    c.push_back(lorenzo2);
-    c.push_back(linear2);
+    c.push_back(make(Predictor::lorenzo, false, 2));
+    c.push_back(make(Predictor::interp, false, 2));
+    c.push_back(make(Predictor::interp, true, 2));
+  } else {
+    c.push_back(make(Predictor::interp, false, 4));
   }
   return c;
 }
 
-constexpr uint64_t kWholeTrialElems = uint64_t(1) << 17;  // below this, "auto" tries every predictor on it all
-constexpr int64_t kSampleEvery = 6;                        // otherwise it encodes one block in this many
+constexpr uint64_t kWholeTrialElems = uint64_t(1) << 15;  // below this, "auto" tries every predictor on it all
+constexpr uint64_t kSampleFraction = 16;                   // otherwise each candidate encodes ~1/16 of it
 
-// Estimated stream size of a predictor from a sample of its own blocks.
+// Estimated stream size of a predictor, from encoding about 1/kSampleFraction
+// of the array (at least one block): a few of its own blocks, evenly spread.
+// Lorenzo keeps its real slabs (thinner ones would change its prediction
+// dimensions); interpolation tiles are cut to block_elems (ratios at 2^18 and
+// 2^20 differ by 2-3%, the same for every interpolation variant).
 template <class T>
 double estimate_size(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
   Header h;
@@ -981,13 +990,16 @@ double estimate_size(const void* data, const std::vector<uint64_t>& shape, const
   uint32_t radius = p.radius;
   while (radius > 512 && uint64_t(radius) / 2 >= n) radius /= 2;
   const auto* x = static_cast<const typename T::storage*>(data);
-  auto sample = [](int64_t nb) {
+  const uint64_t want = std::max<uint64_t>(n / kSampleFraction, kWholeTrialElems);
+  auto sample = [&](const auto& pred) {
     std::vector<int64_t> ids;
-    const int64_t m = std::max<int64_t>(1, nb / kSampleEvery);
+    const int64_t nb = pred.n_blocks();
+    const int64_t per = int64_t(std::max<uint64_t>(1, n / uint64_t(nb)));
+    const int64_t m = std::min<int64_t>(nb, std::max<int64_t>(1, int64_t(want) / per));
     for (int64_t i = 0; i < m; ++i) ids.push_back((2 * i + 1) * nb / (2 * m));  // centred in equal shares
     return ids;
   };
-  auto scale = [&](const Encoded& e, const std::vector<int64_t>& ids, auto& pred) {
+  auto scale = [&](const Encoded& e, const std::vector<int64_t>& ids, const auto& pred) {
     uint64_t bytes = e.codebook.size(), elems = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
       bytes += e.chunks[i].bytes.size() + 16;
@@ -996,9 +1008,9 @@ double estimate_size(const void* data, const std::vector<uint64_t>& shape, const
     return double(bytes) * double(n) / double(elems);
   };
   if (p.predictor == Predictor::interp) {
-    TileGrid::choose_tile(h.pred, interp_tile_budget(p.block_elems), h.tile);
+    TileGrid::choose_tile(h.pred, int64_t(p.block_elems), h.tile);
     const InterpPredictor<T> pr(x, nullptr, TileGrid::make(h.pred, h.tile), h.eb_abs, p.interp, radius);
-    const auto ids = sample(pr.n_blocks());
+    const auto ids = sample(pr);
     return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
   }
   const Range r = finite_range(data, n, p.dtype, p.threads);
@@ -1006,13 +1018,12 @@ double estimate_size(const void* data, const std::vector<uint64_t>& shape, const
   const uint8_t grid_bits = r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1) ? 64 : 32;
   const LorenzoPredictor<T> pr{x, nullptr, BlockGrid::make(h.pred, int64_t(p.block_elems)), Quantizer::make<T>(h.eb_abs),
                                int64_t(radius), grid_bits};
-  const auto ids = sample(pr.n_blocks());
+  const auto ids = sample(pr);
   return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
 }
 
-// "auto": small arrays are compressed with every candidate and the smallest
-// stream kept; larger ones choose by encoding about one block in
-// kSampleEvery with each candidate, then compress once with the winner.
+// "auto": tiny arrays are compressed with every candidate and the smallest
+// stream kept; larger ones choose by estimate_size, then compress once.
 std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p,
                                    uint64_t n) {
   const auto cands = candidates(p, shape);
@@ -1024,16 +1035,22 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     }
     return best;
   }
-  size_t best = 0;
-  double best_size = 0;
-  for (size_t c = 0; c < cands.size(); ++c) {
-    double est = 0;
-    dispatch_dtype(p.dtype, [&](auto t) { est = estimate_size<decltype(t)>(data, shape, cands[c]); });
-    if (c == 0 || est < best_size) {
-      best = c;
-      best_size = est;
+  // Candidates side by side, one thread each: a sample is often one block.
+  std::vector<double> est(cands.size(), 0.0);
+  std::exception_ptr error;
+#pragma omp parallel for num_threads(std::max(1, std::min<int>(p.threads, int(cands.size())))) schedule(dynamic, 1)
+  for (int c = 0; c < int(cands.size()); ++c) {
+    try {
+      CompressParams q = cands[size_t(c)];
+      q.threads = 1;
+      dispatch_dtype(p.dtype, [&](auto t) { est[size_t(c)] = estimate_size<decltype(t)>(data, shape, q); });
+    } catch (...) {
+#pragma omp critical
+      if (!error) error = std::current_exception();
     }
   }
+  if (error) std::rethrow_exception(error);
+  const size_t best = size_t(std::min_element(est.begin(), est.end()) - est.begin());
   return compress_fixed(data, shape, cands[best]);
 }
 

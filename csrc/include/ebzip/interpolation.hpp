@@ -30,22 +30,27 @@ EBZ_HD_INLINE double level_bound(double eb, const InterpConfig& cfg, int level) 
 
 // Prediction at p, coordinate c along an axis of extent n, neighbours at
 // +-s (memory distance `step`). c >= s always holds, so c - s exists.
-EBZ_HD_INLINE double interp_predict(const double* p, int64_t step, int64_t c, int64_t n, int64_t s, bool cubic) {
-  const double b = p[-step];
+// B is the buffer's element type: float for 16/32-bit data (the reconstructed
+// values are exact in it, and it halves the memory traffic), double for f64;
+// the arithmetic is in double either way.
+template <class B>
+EBZ_HD_INLINE double interp_predict(const B* p, int64_t step, int64_t c, int64_t n, int64_t s, bool cubic) {
+  const double b = double(p[-step]);
   if (c + s < n) {
-    const double cc = p[step];
-    if (cubic && c >= 3 * s && c + 3 * s < n) return (-p[-3 * step] + 9.0 * b + 9.0 * cc - p[3 * step]) * 0.0625;
+    const double cc = double(p[step]);
+    if (cubic && c >= 3 * s && c + 3 * s < n)
+      return (-double(p[-3 * step]) + 9.0 * b + 9.0 * cc - double(p[3 * step])) * 0.0625;
     return (b + cc) * 0.5;
   }
-  if (c >= 3 * s) return 1.5 * b - 0.5 * p[-3 * step];  // extrapolate at the far face
+  if (c >= 3 * s) return 1.5 * b - 0.5 * double(p[-3 * step]);  // extrapolate at the far face
   return b;
 }
 
 // Visits every point of a tile of shape ext[0..3] (unused leading axes = 1)
 // exactly once, coarse to fine. visit(index, prediction, level) returns the
 // reconstructed value, which later predictions read from buf.
-template <class Visit>
-EBZ_HD void interp_traverse(double* buf, const int64_t* ext, const InterpConfig& cfg, Visit&& visit) {
+template <class B, class Visit>
+EBZ_HD void interp_traverse(B* buf, const int64_t* ext, const InterpConfig& cfg, Visit&& visit) {
   int64_t stride[4];
   stride[3] = 1;
   for (int k = 3; k > 0; --k) stride[k - 1] = stride[k] * ext[k];
@@ -54,7 +59,7 @@ EBZ_HD void interp_traverse(double* buf, const int64_t* ext, const InterpConfig&
   int64_t top = 1;
   int levels = 1;
   while (top * 2 < maxext) { top *= 2; ++levels; }
-  buf[0] = visit(int64_t(0), 0.0, maxext > 1 ? levels + 1 : 1);
+  buf[0] = B(visit(int64_t(0), 0.0, maxext > 1 ? levels + 1 : 1));
   if (maxext == 1) return;
   for (int64_t s = top; s >= 1; s /= 2, --levels) {
     for (int j = 0; j < 4; ++j) {
@@ -76,7 +81,7 @@ EBZ_HD void interp_traverse(double* buf, const int64_t* ext, const InterpConfig&
             for (int64_t i3 = start[3]; i3 < ext[3]; i3 += step[3]) {
               const int64_t idx = i0 * stride[0] + i1 * stride[1] + i2 * stride[2] + i3;
               const int64_t c = d == 0 ? i0 : d == 1 ? i1 : d == 2 ? i2 : i3;
-              buf[idx] = visit(idx, interp_predict(buf + idx, sd, c, ext[d], s, cfg.cubic != 0), levels);
+              buf[idx] = B(visit(idx, interp_predict(buf + idx, sd, c, ext[d], s, cfg.cubic != 0), levels));
             }
     }
   }
