@@ -629,8 +629,12 @@ struct LorenzoPredictor {
 // (where points must be extrapolated) measured +2-3% ratio going from 2^18
 // to 2^20 elements, while Lorenzo slabs did best at 2^18.
 constexpr int64_t kInterpTileFactor = 4;
-int64_t interp_tile_budget(uint64_t block_elems) {
-  return std::min<int64_t>(kInterpTileFactor * int64_t(block_elems), int64_t(1) << 32);
+// ... but never so large that an array of n elements gets fewer than about
+// four tiles while block_elems would give it more: tiles are the unit of
+// parallel work.
+int64_t interp_tile_budget(uint64_t block_elems, uint64_t n) {
+  const int64_t big = std::min<int64_t>(kInterpTileFactor * int64_t(block_elems), int64_t(1) << 32);
+  return std::min<int64_t>(big, std::max<int64_t>(int64_t(block_elems), int64_t(n / 4)));
 }
 
 template <class T>
@@ -912,7 +916,7 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
       if (r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1)) h.grid_bits = 64;
     } else {
       h.interp = p.interp;
-      TileGrid::choose_tile(h.pred, interp_tile_budget(h.block_elems), h.tile);
+      TileGrid::choose_tile(h.pred, interp_tile_budget(h.block_elems, n), h.tile);
     }
     dispatch_dtype(h.dtype, [&](auto t) {
       using T = decltype(t);
