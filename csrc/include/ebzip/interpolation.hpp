@@ -10,6 +10,8 @@
 // the same points in the same order with the same arithmetic, rebuilds the
 // same values. Tiles are independent: the decoder parallelizes over them.
 #pragma once
+#include <type_traits>
+
 #include "hostdevice.hpp"
 
 namespace ebzip {
@@ -33,17 +35,36 @@ EBZ_HD_INLINE double level_bound(double eb, const InterpConfig& cfg, int level) 
 // B is the buffer's element type: float for 16/32-bit data (the reconstructed
 // values are exact in it, and it halves the memory traffic), double for f64;
 // the arithmetic is in double either way.
+//
+// How a point at coordinate c (an odd multiple of s) along an axis of extent
+// n is predicted from neighbours s apart (memory distance `step`):
+enum class InterpCase { cubic, linear, extrapolate, copy };
+
+EBZ_HD_INLINE InterpCase interp_case(int64_t c, int64_t n, int64_t s, bool cubic) {
+  if (c + s < n) return (cubic && c >= 3 * s && c + 3 * s < n) ? InterpCase::cubic : InterpCase::linear;
+  return c >= 3 * s ? InterpCase::extrapolate : InterpCase::copy;  // at the far face
+}
+
+template <InterpCase K, class B>
+EBZ_HD_INLINE double interp_predict(const B* p, int64_t step) {
+  if constexpr (K == InterpCase::cubic)
+    return (-double(p[-3 * step]) + 9.0 * double(p[-step]) + 9.0 * double(p[step]) - double(p[3 * step])) * 0.0625;
+  else if constexpr (K == InterpCase::linear)
+    return (double(p[-step]) + double(p[step])) * 0.5;
+  else if constexpr (K == InterpCase::extrapolate)
+    return 1.5 * double(p[-step]) - 0.5 * double(p[-3 * step]);
+  else
+    return double(p[-step]);
+}
+
 template <class B>
-EBZ_HD_INLINE double interp_predict(const B* p, int64_t step, int64_t c, int64_t n, int64_t s, bool cubic) {
-  const double b = double(p[-step]);
-  if (c + s < n) {
-    const double cc = double(p[step]);
-    if (cubic && c >= 3 * s && c + 3 * s < n)
-      return (-double(p[-3 * step]) + 9.0 * b + 9.0 * cc - double(p[3 * step])) * 0.0625;
-    return (b + cc) * 0.5;
+EBZ_HD_INLINE double interp_predict(const B* p, int64_t step, InterpCase k) {
+  switch (k) {
+    case InterpCase::cubic: return interp_predict<InterpCase::cubic>(p, step);
+    case InterpCase::linear: return interp_predict<InterpCase::linear>(p, step);
+    case InterpCase::extrapolate: return interp_predict<InterpCase::extrapolate>(p, step);
+    default: return interp_predict<InterpCase::copy>(p, step);
   }
-  if (c >= 3 * s) return 1.5 * b - 0.5 * double(p[-3 * step]);  // extrapolate at the far face
-  return b;
 }
 
 // Visits every point of a tile of shape ext[0..3] (unused leading axes = 1)
@@ -61,6 +82,7 @@ EBZ_HD void interp_traverse(B* buf, const int64_t* ext, const InterpConfig& cfg,
   while (top * 2 < maxext) { top *= 2; ++levels; }
   buf[0] = B(visit(int64_t(0), 0.0, maxext > 1 ? levels + 1 : 1));
   if (maxext == 1) return;
+  const bool cubic = cfg.cubic != 0;
   for (int64_t s = top; s >= 1; s /= 2, --levels) {
     for (int j = 0; j < 4; ++j) {
       const int d = cfg.order[j];
@@ -75,14 +97,35 @@ EBZ_HD void interp_traverse(B* buf, const int64_t* ext, const InterpConfig& cfg,
       start[d] = s;
       step[d] = 2 * s;
       const int64_t sd = s * stride[d];
+      const int level = levels;
+      // One row along the last axis: along d != 3 the case is the same for
+      // the whole row, so the inner loop runs without boundary tests.
+      auto row = [&](int64_t base, int64_t c_outer) {
+        if (d == 3) {
+          for (int64_t i3 = start[3]; i3 < ext[3]; i3 += step[3]) {
+            const int64_t idx = base + i3;
+            buf[idx] = B(visit(idx, interp_predict(buf + idx, sd, interp_case(i3, ext[3], s, cubic)), level));
+          }
+          return;
+        }
+        auto run = [&](auto kind) {
+          constexpr InterpCase K = decltype(kind)::value;
+          for (int64_t i3 = start[3]; i3 < ext[3]; i3 += step[3]) {
+            const int64_t idx = base + i3;
+            buf[idx] = B(visit(idx, interp_predict<K>(buf + idx, sd), level));
+          }
+        };
+        switch (interp_case(c_outer, ext[d], s, cubic)) {
+          case InterpCase::cubic: run(std::integral_constant<InterpCase, InterpCase::cubic>{}); break;
+          case InterpCase::linear: run(std::integral_constant<InterpCase, InterpCase::linear>{}); break;
+          case InterpCase::extrapolate: run(std::integral_constant<InterpCase, InterpCase::extrapolate>{}); break;
+          default: run(std::integral_constant<InterpCase, InterpCase::copy>{}); break;
+        }
+      };
       for (int64_t i0 = start[0]; i0 < ext[0]; i0 += step[0])
         for (int64_t i1 = start[1]; i1 < ext[1]; i1 += step[1])
           for (int64_t i2 = start[2]; i2 < ext[2]; i2 += step[2])
-            for (int64_t i3 = start[3]; i3 < ext[3]; i3 += step[3]) {
-              const int64_t idx = i0 * stride[0] + i1 * stride[1] + i2 * stride[2] + i3;
-              const int64_t c = d == 0 ? i0 : d == 1 ? i1 : d == 2 ? i2 : i3;
-              buf[idx] = B(visit(idx, interp_predict(buf + idx, sd, c, ext[d], s, cfg.cubic != 0), levels));
-            }
+            row(i0 * stride[0] + i1 * stride[1] + i2 * stride[2], d == 0 ? i0 : d == 1 ? i1 : i2);
     }
   }
 }
