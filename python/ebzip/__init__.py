@@ -8,9 +8,16 @@
 True
 """
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .api import (
+# OpenMP threads that spin at barriers steal the CPU from a descheduled team
+# mate: on a busy 2-core machine, 2 threads ran 3-5x slower than 1 (measured).
+# Sleeping waits cost microseconds per call instead. libgomp reads this when
+# ebzip._core loads it; a value the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .api import (  # noqa: E402
     FORMAT_VERSION,
     Compressed,
     StreamError,
