@@ -341,21 +341,27 @@ def run_rd(fields, root: Path, codecs: list[Codec], rd_rels, records) -> list[di
 def rd_gains(ours, theirs) -> list[dict]:
     """ebzip's PSNR interpolated at each peer point's bits/value, minus the peer's PSNR.
 
-    ours/theirs: [(bits_per_value, psnr)]. Linear interpolation of PSNR in log2(bits/value) along
-    ebzip's measured curve; peer points outside ebzip's bits/value range are not comparable.
-    Points with infinite PSNR (lossless) are left out of both curves.
+    ours: [(bits_per_value, psnr)] in the order of the bounds (loosest first), theirs: [(bits_per_value, psnr)].
+    PSNR is interpolated linearly in log2(bits/value) along ebzip's measured curve, segment by segment
+    between neighbouring bounds; where the curve is not monotone in bits/value (fields on a coarse value
+    lattice can need *fewer* bits at a tighter bound) and several segments span the rate, the highest PSNR
+    counts (ebzip reaches it at that rate). Peer points outside ebzip's measured bits/value range are not
+    comparable (no extrapolation). Points with infinite PSNR (lossless) are left out of both curves.
     """
-    pts = sorted((math.log2(b), p) for b, p in ours if b > 0 and math.isfinite(p))
+    pts = [(math.log2(b), p) for b, p in ours if b > 0 and math.isfinite(p)]
     if len(pts) < 2:
         return []
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     out = []
     for b, p in sorted(theirs):
         if not (b > 0 and math.isfinite(p)):
             continue
         lx = math.log2(b)
-        if xs[0] <= lx <= xs[-1]:
-            ours_p = float(np.interp(lx, xs, ys))
+        cands = []
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if min(x0, x1) <= lx <= max(x0, x1):
+                cands.append(max(y0, y1) if x0 == x1 else y0 + (lx - x0) * (y1 - y0) / (x1 - x0))
+        if cands:
+            ours_p = max(cands)
             out.append(dict(bits_per_value=b, peer_psnr=p, ebzip_psnr=ours_p, gain_db=ours_p - p))
     return out
 
@@ -365,8 +371,9 @@ def rd_compare(points, peer: str = "sz3") -> dict:
     fields = list(dict.fromkeys(p["field"] for p in points))
     per_field = []
     for f in fields:
-        curve = {s: [(p["bits_per_value"], p["psnr"]) for p in points
-                     if p["field"] == f and p["series"] == s and "error" not in p] for s in ("ebzip", peer)}
+        curve = {s: [(p["bits_per_value"], p["psnr"]) for p in sorted(
+                     (p for p in points if p["field"] == f and p["series"] == s and "error" not in p),
+                     key=lambda p: -p["rel"])] for s in ("ebzip", peer)}
         if not curve["ebzip"] or not curve[peer]:
             continue
         g = rd_gains(curve["ebzip"], curve[peer])
@@ -647,7 +654,9 @@ def write_markdown(path: Path, env, summary, acc, records, codecs, rels, skipped
     lines = ["# ebzip vs peers on CPU (bench/compare_cpu.py)", "",
              f"Generated {env['date']} on {env['machine']} ({env['cpu_model']}), {env['cpu_count']} CPUs, "
              f"Python {env['python']}, numpy {env['versions'].get('numpy')}, ebzip from `{env.get('ebzip_file')}`"
-             f" (repository commit {env.get('repo_commit') or '?'}). {_load_note(env)}",
+             f" (extension sha256 {(env.get('ebzip_build') or {}).get('sha256', '?')}, built "
+             f"{(env.get('ebzip_build') or {}).get('mtime', '?')}; repository commit {env.get('repo_commit') or '?'}). "
+             f"{_load_note(env)}",
              f"{len(set(r['field'] for r in records))} fields from `{env['data']}`, best of {env['repeats']} "
              "repeats; abs_eb = rel × (max − min) of each field, the same for every codec. "
              "MB = 1e6 B of original data; aggregate MB/s = total MB / total seconds (dominated by the large fields). "
@@ -701,8 +710,10 @@ def plot_rate_distortion(path: Path, points) -> str | None:
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow), squeeze=False)
     for ax, f in zip(axes.flat, fields):
         for sname in series:
-            pts = sorted((p["bits_per_value"], p["psnr"]) for p in points
-                         if p["field"] == f and p["series"] == sname and "error" not in p and math.isfinite(p["psnr"]))
+            # Joined in bound order (loosest first): on a coarse value lattice the curve can turn back.
+            pts = [(p["bits_per_value"], p["psnr"]) for p in sorted(
+                (p for p in points if p["field"] == f and p["series"] == sname and "error" not in p
+                 and math.isfinite(p["psnr"])), key=lambda p: -p["rel"])]
             if pts:
                 ax.plot(*zip(*pts), ms=3, lw=1, label=sname, **PLOT_STYLE.get(sname, {}))
         ax.set_xscale("log", base=2)
@@ -746,17 +757,25 @@ def environment(args, data: Path) -> dict:
         hdf5 = h5py.version.hdf5_version
     except Exception:
         hdf5 = None
+    ebzip_file = ebzip_build = None
     try:
+        import hashlib
+
         import ebzip
 
         ebzip_file = ebzip.__file__
+        core = Path(ebzip._core.__file__)  # which build of the extension was measured
+        ebzip_build = dict(path=str(core), sha256=hashlib.sha256(core.read_bytes()).hexdigest()[:16],
+                           mtime=datetime.datetime.fromtimestamp(core.stat().st_mtime).astimezone()
+                           .isoformat(timespec="seconds"))
     except Exception:
-        ebzip_file = None
+        pass
     return dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                 machine=platform.machine(), platform=platform.platform(), cpu_model=cpu_model,
                 cpu_count=os.cpu_count(),
                 cpu_affinity=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                 python=platform.python_version(), repo_commit=commit, ebzip_file=ebzip_file,
+                ebzip_build=ebzip_build,
                 versions=dict({d: _version(d) for d in ("numpy", "ebzip", "pysz", "zfpy", "hdf5plugin", "h5py",
                                                         "zstandard", "matplotlib")}, hdf5=hdf5),
                 env={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "EBZIP_NUM_THREADS")},

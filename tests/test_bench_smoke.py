@@ -56,9 +56,18 @@ def test_rd_gains_interpolates_in_log_bits():
     assert len(g) == 1 and g[0]["ebzip_psnr"] == pytest.approx(50.0) and g[0]["gain_db"] == pytest.approx(1.0)
 
 
+def test_rd_gains_non_monotone_curve_takes_the_best_segment():
+    # Bits/value first rises, then falls back (a tighter bound on a lattice field): at 2 bits/value two
+    # segments apply, 1->4 (50 dB there) and 4->2 (ends at 90 dB); the higher counts.
+    ours = [(1.0, 40.0), (4.0, 60.0), (2.0, 90.0)]
+    g = compare_cpu.rd_gains(ours, [(2.0, 70.0)])
+    assert len(g) == 1 and g[0]["ebzip_psnr"] == pytest.approx(90.0)
+
+
 def test_rd_compare_pass_and_fail():
     def pts(field, series, curve):
-        return [dict(field=field, series=series, bits_per_value=b, psnr=p) for b, p in curve]
+        return [dict(field=field, series=series, rel=1.0 / (i + 1), bits_per_value=b, psnr=p)
+                for i, (b, p) in enumerate(curve)]
 
     points = (pts("a", "ebzip", [(1, 40), (4, 60)]) + pts("a", "sz3", [(2, 49), (3, 52)])
               + pts("b", "ebzip", [(1, 40), (4, 60)]) + pts("b", "sz3", [(2, 49), (3, 60)])
