@@ -553,6 +553,11 @@ def acceptance_lines(acc) -> list[str]:
                          f"{_f(r.get('decomp_ratio_t1'), '.2f')} |")
         per_rel = [r["passed"] for r in acc["speed"] if r["rel"] != "all"]
         lines += ["", f"Throughput bar: {_verdict(all(per_rel))}", ""]
+        la, ncpu = acc.get("loadavg_before_timing"), acc.get("cpu_count") or 1
+        if la and la[0] >= 0.5:
+            lines += [f"WARNING: the 1-min load average was already {la[0]:.2f} on {ncpu} CPUs before the timed run: "
+                      "other work competed for the cores; ebzip on 2 threads suffers most from that, so the throughput "
+                      "ratios are probably understated: measure again on an idle machine.", ""]
     rd = acc.get("rd")
     if rd:
         lines += [f"**Rate-distortion** (bar: ebzip's PSNR ≥ {rd['peer']}'s at equal bits/value, at every comparable "
@@ -725,7 +730,7 @@ def plot_rate_distortion(path: Path, points) -> str | None:
         ax.set_ylabel("PSNR dB", fontsize=7)
     for ax in axes.flat[len(fields):]:
         ax.axis("off")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.flat[:len(fields)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
@@ -882,6 +887,7 @@ def main(argv=None) -> int:
                   for r in records if "error" not in r and r["rel"] != "lossless"
                   and r["codec"] != ("ebzip_t2" if any(c.name == "ebzip_t1" for c in codecs) else None)]
     acc = acceptance(records, codecs, args.rel, rds.get("sz3"))
+    acc.update(loadavg_before_timing=env["loadavg"]["before_timing"], cpu_count=env["cpu_count"])
     if points and args.rd:
         acc["rd_violations"] = {s: sum(bool(p.get("violation")) for p in points if p["series"] == s)
                                 for s in dict.fromkeys(p["series"] for p in points)}
