@@ -1093,12 +1093,14 @@ Layout parse_layout(const uint8_t* stream, uint64_t len) {
     L.n_blocks = L.h.pipeline == Pipeline::interp ? TileGrid::make(L.h.pred, L.h.tile).n_blocks
                                                   : BlockGrid::make(L.h.pred, int64_t(L.h.block_elems)).n_blocks;
   if (L.h.pipeline != Pipeline::exact) {
+    src.what = "codebook";  // (error messages name the section that is short)
     L.codebook_len = src.get<uint32_t>();
     const uint32_t crc = src.get<uint32_t>();
     L.codebook = src.take(L.codebook_len);
     if (crc32(L.codebook, L.codebook_len) != crc)
       throw StreamError("ebzip codebook checksum mismatch (corrupted stream)");
   }
+  src.what = "chunk table";
   const size_t table_begin = src.pos;
   const uint64_t n_chunks = src.get<uint64_t>();
   if (n_chunks != uint64_t(L.n_blocks) || n_chunks > (len - src.pos) / 16)
@@ -1112,6 +1114,7 @@ Layout parse_layout(const uint8_t* stream, uint64_t len) {
   const uint32_t table_crc = src.get<uint32_t>();
   if (crc32(stream + table_begin, src.pos - 4 - table_begin) != table_crc)
     throw StreamError("ebzip chunk table checksum mismatch (corrupted stream)");
+  src.what = "chunk payloads";
   for (auto& r : L.refs) r.p = src.take(r.len);
   if (src.pos != src.len) throw StreamError("ebzip stream has trailing bytes (corrupted or concatenated stream)");
   return L;
