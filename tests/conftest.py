@@ -35,6 +35,16 @@ except ImportError:  # pragma: no cover - depends on the environment
 # ---------------------------------------------------------------- hypothesis
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.slow`` tests (minutes, many GiB) run only when asked: ``-m slow`` or EBZIP_SLOW=1."""
+    if "slow" in (config.getoption("markexpr") or "") or os.environ.get("EBZIP_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with `pytest -m slow` (or EBZIP_SLOW=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_configure(config):
     # hypothesis' failure explainer imports libcst, which warns about mypy_extensions
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:libcst.*")

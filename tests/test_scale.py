@@ -25,12 +25,6 @@ GiB = 2**30
 F16_CODE = 2  # dtype code of float16 in the stream header
 
 
-@pytest.fixture(autouse=True)
-def _only_when_asked(request):
-    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("EBZIP_SLOW"):
-        pytest.skip("needs ~13 GiB and minutes: run with `pytest -m slow` (or EBZIP_SLOW=1)")
-
-
 def _mem_available() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
