@@ -2,6 +2,7 @@
 // on OpenMP threads. Blocks are independent, so the bytes written do not
 // depend on the number of threads.
 #include "codec_cpu.hpp"
+#include "codec_parts.hpp"
 
 #include <zstd.h>
 
@@ -18,6 +19,7 @@
 #include "ebzip/quantizer.hpp"
 
 namespace ebzip::cpu {
+using namespace parts;  // stages shared with the CUDA driver (codec_parts.hpp)
 namespace {
 
 static_assert(sizeof(void*) == 8, "ebzip needs a 64-bit platform");
@@ -86,10 +88,12 @@ uint64_t get_varint(ByteSource& src) {
   throw StreamError("corrupted ebzip stream (bad varint in outliers)");
 }
 
+}  // namespace
+
 // Drops size-1 axes and merges leading axes beyond max_dims (at most four)
 // into the first: fewer prediction axes pay where an axis is barely
 // correlated (levels, ensemble members, stacked variables).
-PredShape prediction_shape(const std::vector<uint64_t>& shape, int max_dims = kMaxPredDims) {
+PredShape parts::prediction_shape(const std::vector<uint64_t>& shape, int max_dims) {
   std::vector<int64_t> dims;
   for (auto d : shape)
     if (d != 1) dims.push_back(int64_t(d));
@@ -102,6 +106,8 @@ PredShape prediction_shape(const std::vector<uint64_t>& shape, int max_dims = kM
   for (int k = 0; k < ps.ndim; ++k) ps.n[k] = dims[size_t(k)];
   return ps;
 }
+
+namespace {
 
 // Padded scratch for the integer grid of one block: one leading zero layer
 // per axis, so the Lorenzo stencil never needs a bounds test.
@@ -147,14 +153,11 @@ struct PaddedGrid {
 
 // ---------------------------------------------------------------- Huffman
 
-struct Codebook {
-  uint32_t first_symbol = 0;
-  std::vector<uint8_t> lengths;  // for symbols first_symbol ..
-};
+}  // namespace
 
 // Length-limited Huffman code lengths (two-queue Huffman, then the Kraft
 // repair used by miniz/zlib to cap the depth at kMaxCodeLen).
-Codebook build_codebook(const std::vector<uint64_t>& freq) {
+Codebook parts::build_codebook(const std::vector<uint64_t>& freq) {
   std::vector<uint32_t> used;
   for (uint32_t s = 0; s < freq.size(); ++s)
     if (freq[s]) used.push_back(s);
@@ -207,14 +210,7 @@ Codebook build_codebook(const std::vector<uint64_t>& freq) {
   return cb;
 }
 
-// Canonical codes from lengths; also validates a codebook read from a stream.
-struct CanonicalCode {
-  std::vector<HuffmanEncoderEntry> enc;  // indexed by symbol
-  std::vector<uint16_t> sorted_syms;
-  std::unique_ptr<HuffmanDecoder> dec;
-};
-
-CanonicalCode make_canonical(const Codebook& cb, uint32_t alphabet) {
+CanonicalCode parts::make_canonical(const Codebook& cb, uint32_t alphabet) {
   CanonicalCode cc;
   cc.enc.assign(alphabet, HuffmanEncoderEntry{0, 0});
   cc.dec = std::make_unique<HuffmanDecoder>();
@@ -270,6 +266,8 @@ CanonicalCode make_canonical(const Codebook& cb, uint32_t alphabet) {
   return cc;
 }
 
+namespace {
+
 // ---------------------------------------------------------------- zstd
 
 struct ZstdCtx {
@@ -310,11 +308,6 @@ std::vector<uint8_t> zstd_compress_whole(const std::vector<uint8_t>& raw) {
 }
 
 // ---------------------------------------------------------------- chunks
-
-struct Chunk {
-  std::vector<uint8_t> bytes;  // as stored
-  uint32_t flags = 0;
-};
 
 // try_zstd: false where zstd is known not to pay (it finds repeats in runs
 // of short Huffman codes; measured: worth it up to ~5 bits per symbol, e.g. on quantized sources).
@@ -518,21 +511,57 @@ struct PayloadWriter {
       nbytes[lane] = bw.finish();
     }
     *huffman_bits = nbits[0] + nbits[1];
-    std::vector<uint8_t> raw;
-    raw.reserve(32 + nbytes[0] + nbytes[1] + sd.outliers.size() + sd.exact_index.size() * 4 + sd.exact_bytes.size());
-    ByteSink s{raw};
-    for (int lane = 0; lane < kHuffmanLanes; ++lane) s.put<uint64_t>(nbits[lane]);
-    s.put<uint32_t>(sd.n_outliers);
-    s.put<uint32_t>(uint32_t(sd.outliers.size()));
-    s.put<uint32_t>(uint32_t(sd.exact_count));
-    for (int lane = 0; lane < kHuffmanLanes; ++lane) s.bytes(bits.data() + lane * lane_room, nbytes[lane]);
-    s.bytes(sd.outliers.data(), sd.outliers.size());
-    if (with_index)
-      for (auto i : sd.exact_index) s.put<uint32_t>(i);
-    s.bytes(sd.exact_bytes.data(), sd.exact_bytes.size());
-    return raw;
+    const uint8_t* lane[kHuffmanLanes] = {bits.data(), bits.data() + lane_room};
+    SideView sv;
+    sv.n_outliers = sd.n_outliers;
+    sv.outliers = sd.outliers.data();
+    sv.outlier_bytes = sd.outliers.size();
+    sv.n_exact = sd.exact_count;
+    sv.exact_index = with_index ? sd.exact_index.data() : nullptr;
+    sv.exact_bytes = sd.exact_bytes.data();
+    sv.exact_nbytes = sd.exact_bytes.size();
+    return payload_bytes(nbits, lane, nbytes, sv);
   }
 };
+
+}  // namespace
+
+std::vector<uint8_t> parts::payload_bytes(const uint64_t nbits[kHuffmanLanes], const uint8_t* const lane[kHuffmanLanes],
+                                          const uint64_t lane_bytes[kHuffmanLanes], const SideView& sd) {
+  std::vector<uint8_t> raw;
+  raw.reserve(32 + lane_bytes[0] + lane_bytes[1] + sd.outlier_bytes + (sd.exact_index ? sd.n_exact * 4 : 0) +
+              sd.exact_nbytes);
+  ByteSink s{raw};
+  for (int l = 0; l < kHuffmanLanes; ++l) s.put<uint64_t>(nbits[l]);
+  s.put<uint32_t>(sd.n_outliers);
+  s.put<uint32_t>(uint32_t(sd.outlier_bytes));
+  s.put<uint32_t>(sd.n_exact);
+  for (int l = 0; l < kHuffmanLanes; ++l) s.bytes(lane[l], lane_bytes[l]);
+  s.bytes(sd.outliers, sd.outlier_bytes);
+  if (sd.exact_index)
+    for (uint32_t e = 0; e < sd.n_exact; ++e) s.put<uint32_t>(sd.exact_index[e]);
+  s.bytes(sd.exact_bytes, sd.exact_nbytes);
+  return raw;
+}
+
+parts::PayloadView parts::parse_payload(const uint8_t* p, uint64_t len, uint64_t count, int dsize, bool with_index) {
+  ByteSource src(p, len, "chunk");
+  PayloadView v;
+  for (auto& b : v.nbits) b = src.get<uint64_t>();
+  v.n_outliers = src.get<uint32_t>();
+  v.outlier_bytes = src.get<uint32_t>();
+  v.n_exact = src.get<uint32_t>();
+  if (v.n_outliers > count || v.n_exact > count || v.nbits[0] > count * kMaxCodeLen || v.nbits[1] > count * kMaxCodeLen)
+    throw StreamError("corrupted ebzip stream (chunk counts)");
+  for (int l = 0; l < kHuffmanLanes; ++l) v.lane[l] = src.take((v.nbits[l] + 7) / 8);
+  v.outliers = src.take(v.outlier_bytes);
+  v.exact_index = with_index ? src.take(uint64_t(v.n_exact) * 4) : nullptr;
+  v.exact_vals = src.take(uint64_t(v.n_exact) * dsize);
+  if (src.pos != src.len) throw StreamError("corrupted ebzip stream (chunk length)");
+  return v;
+}
+
+namespace {
 
 struct Payload {
   ByteSource outliers{nullptr, 0, "outliers"};
@@ -544,23 +573,16 @@ struct Payload {
 // Parses a chunk payload and Huffman-decodes its `count` codes.
 Payload read_payload(const uint8_t* p, uint64_t len, uint64_t count, int dsize, bool with_index,
                      const HuffmanDecoder& dec, uint16_t* codes) {
-  ByteSource src(p, len, "chunk");
-  uint64_t nbits[kHuffmanLanes];
-  for (auto& b : nbits) b = src.get<uint64_t>();
+  const PayloadView v = parse_payload(p, len, count, dsize, with_index);
+  const uint64_t* nbits = v.nbits;
   Payload pl;
-  pl.n_outliers = src.get<uint32_t>();
-  const uint32_t outlier_bytes = src.get<uint32_t>();
-  pl.n_exact = src.get<uint32_t>();
-  if (pl.n_outliers > count || pl.n_exact > count || nbits[0] > count * kMaxCodeLen || nbits[1] > count * kMaxCodeLen)
-    throw StreamError("corrupted ebzip stream (chunk counts)");
-  const uint8_t* lane0 = src.take((nbits[0] + 7) / 8);
-  const uint8_t* lane1 = src.take((nbits[1] + 7) / 8);
-  pl.outliers = ByteSource(src.take(outlier_bytes), outlier_bytes, "outliers");
-  if (with_index) pl.exact_index = src.take(uint64_t(pl.n_exact) * 4);
-  pl.exact_vals = src.take(uint64_t(pl.n_exact) * dsize);
-  if (src.pos != src.len) throw StreamError("corrupted ebzip stream (chunk length)");
+  pl.n_outliers = v.n_outliers;
+  pl.n_exact = v.n_exact;
+  pl.outliers = ByteSource(v.outliers, v.outlier_bytes, "outliers");
+  pl.exact_index = v.exact_index;
+  pl.exact_vals = v.exact_vals;
   static_assert(kHuffmanLanes == 2, "decoder interleaves exactly two lanes");
-  BitReader br0(lane0, (nbits[0] + 7) / 8), br1(lane1, (nbits[1] + 7) / 8);
+  BitReader br0(v.lane[0], (nbits[0] + 7) / 8), br1(v.lane[1], (nbits[1] + 7) / 8);
   const uint64_t mid = lane_begin(count, 1);
   if (!dec.decode_two_lanes(br0, codes, mid, br1, codes + mid, count - mid))
     throw StreamError("corrupted ebzip stream (invalid Huffman code)");
@@ -770,14 +792,7 @@ Encoded encode_predictive(const Predictor& pred, uint32_t alphabet, int threads,
   const Codebook cb = build_codebook(hist);
   const CanonicalCode cc = make_canonical(cb, alphabet);
   Encoded enc;
-  {
-    std::vector<uint8_t> raw;
-    ByteSink s{raw};
-    s.put<uint32_t>(cb.first_symbol);
-    s.put<uint32_t>(uint32_t(cb.lengths.size()));
-    s.bytes(cb.lengths.data(), cb.lengths.size());
-    enc.codebook = zstd_compress_whole(raw);
-  }
+  enc.codebook = codebook_section(cb);
   enc.chunks.resize(size_t(nb));
 
   struct EncodeBody {
@@ -792,7 +807,7 @@ Encoded encode_predictive(const Predictor& pred, uint32_t alphabet, int threads,
       std::vector<uint8_t> raw =
           st.w.write(codes + offset[size_t(b)], count, cc, side[size_t(b)], Predictor::kWithIndex, &bits);
       side[size_t(b)] = BlockSide{};  // free early
-      store_chunk(chunks[size_t(b)], raw, st.z, bits < 6 * count);
+      store_chunk(chunks[size_t(b)], raw, st.z, zstd_may_pay(bits, count));
     }
   } ebody{offset, codes.data(), cc, side, enc.chunks};
   parallel_blocks(nb, threads, ebody);
@@ -818,12 +833,6 @@ std::vector<Chunk> encode_exact(const uint8_t* x, int dsize, const BlockGrid& gr
 
 // ---------------------------------------------------------------- decompress
 
-struct ChunkRef {
-  const uint8_t* p;
-  uint64_t len;
-  uint32_t flags, crc;
-};
-
 // Checks a chunk's CRC and undoes its zstd stage; returns the payload.
 std::pair<const uint8_t*, uint64_t> open_chunk(const ChunkRef& ref, std::vector<uint8_t>& raw, ZstdCtx& z,
                                                uint64_t max_size) {
@@ -843,8 +852,7 @@ void decode_predictive(const Predictor& pred, int dsize, const CanonicalCode& cc
     void thread_done(State&) {}
     void operator()(int64_t b, State& st) {
       const uint64_t count = pred.block_count(b);
-      const uint64_t max_size = 40 + count * (kMaxCodeLen / 8 + 1) + 8 + count * 10 + count * (4 + dsize);
-      const auto payload = open_chunk(refs[size_t(b)], st.raw, st.z, max_size);
+      const auto payload = open_chunk(refs[size_t(b)], st.raw, st.z, max_payload_size(count, dsize));
       st.codes.resize(count);
       Payload pl = read_payload(payload.first, payload.second, count, dsize, Predictor::kWithIndex, *cc.dec,
                                 st.codes.data());
@@ -874,12 +882,36 @@ void decode_exact(const Header& h, const BlockGrid& grid, const std::vector<Chun
 
 }  // namespace
 
+std::vector<uint8_t> parts::codebook_section(const Codebook& cb) {
+  std::vector<uint8_t> raw;
+  ByteSink s{raw};
+  s.put<uint32_t>(cb.first_symbol);
+  s.put<uint32_t>(uint32_t(cb.lengths.size()));
+  s.bytes(cb.lengths.data(), cb.lengths.size());
+  return zstd_compress_whole(raw);
+}
+
+std::vector<Chunk> parts::store_chunks(std::vector<std::vector<uint8_t>>& raw, const std::vector<uint8_t>& try_zstd,
+                                       int threads) {
+  std::vector<Chunk> chunks(raw.size());
+  struct Body {
+    std::vector<std::vector<uint8_t>>& raw; const std::vector<uint8_t>& try_zstd; std::vector<Chunk>& chunks;
+    ZstdCtx& make_thread_state() { return thread_cached<ZstdCtx>(); }
+    void thread_done(ZstdCtx&) {}
+    void operator()(int64_t b, ZstdCtx& z) { store_chunk(chunks[size_t(b)], raw[size_t(b)], z, try_zstd[size_t(b)] != 0); }
+  } body{raw, try_zstd, chunks};
+  parallel_blocks(int64_t(raw.size()), threads, body);
+  return chunks;
+}
+
+std::pair<const uint8_t*, uint64_t> parts::open_chunk(const ChunkRef& ref, std::vector<uint8_t>& raw,
+                                                      uint64_t max_size) {
+  return cpu::open_chunk(ref, raw, thread_cached<ZstdCtx>(), max_size);
+}
+
 // ---------------------------------------------------------------- public
 
-namespace {
-
-// Compresses with the predictor p names (automatic is taken as Lorenzo).
-std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+Header parts::plan_header(const std::vector<uint64_t>& shape, const CompressParams& p) {
   Header h;
   h.dtype = p.dtype;
   h.mode = p.mode;
@@ -902,7 +934,24 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
   while (radius > 512 && uint64_t(radius) / 2 >= n) radius /= 2;
   h.radius = h.pipeline != Pipeline::exact ? radius : 0;
   h.grid_bits = h.pipeline == Pipeline::lorenzo ? 32 : 0;  // widened below if the data needs it
+  if (h.pipeline == Pipeline::interp) {
+    h.interp = p.interp;
+    TileGrid::choose_tile(h.pred, interp_tile_budget(h.block_elems, n), h.tile);
+  }
+  return h;
+}
 
+uint8_t parts::lorenzo_grid_bits(const Range& r, double eb_abs) {
+  const double max_abs = std::max(std::fabs(r.min), std::fabs(r.max));
+  return r.n_finite > 0 && !(max_abs / (2.0 * eb_abs) < kInt32GridLimit - 1) ? 64 : 32;
+}
+
+namespace {
+
+// Compresses with the predictor p names (automatic is taken as Lorenzo).
+std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+  Header h = plan_header(shape, p);
+  const uint64_t n = h.num_elements();
   Encoded enc;
   if (h.pipeline == Pipeline::exact) {
     if (n > 0) {
@@ -910,14 +959,7 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
       enc.chunks = encode_exact(static_cast<const uint8_t*>(data), dtype_size(h.dtype), grid, p.threads);
     }
   } else {
-    if (h.pipeline == Pipeline::lorenzo) {
-      const Range r = finite_range(data, n, h.dtype, p.threads);
-      const double max_abs = std::max(std::fabs(r.min), std::fabs(r.max));
-      if (r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1)) h.grid_bits = 64;
-    } else {
-      h.interp = p.interp;
-      TileGrid::choose_tile(h.pred, interp_tile_budget(h.block_elems, n), h.tile);
-    }
+    if (h.pipeline == Pipeline::lorenzo) h.grid_bits = lorenzo_grid_bits(finite_range(data, n, h.dtype, p.threads), h.eb_abs);
     dispatch_dtype(h.dtype, [&](auto t) {
       using T = decltype(t);
       const auto* x = static_cast<const typename T::storage*>(data);
@@ -932,18 +974,25 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
     });
   }
 
+  return write_stream(h, enc.codebook, enc.chunks);
+}
+
+}  // namespace
+
+std::vector<uint8_t> parts::write_stream(const Header& h, const std::vector<uint8_t>& codebook,
+                                         const std::vector<Chunk>& chunks) {
   std::vector<uint8_t> out;
   write_header(out, h);
   ByteSink s{out};
   if (h.pipeline != Pipeline::exact) {
-    s.put<uint32_t>(uint32_t(enc.codebook.size()));
-    s.put<uint32_t>(crc32(enc.codebook.data(), enc.codebook.size()));
-    s.bytes(enc.codebook.data(), enc.codebook.size());
+    s.put<uint32_t>(uint32_t(codebook.size()));
+    s.put<uint32_t>(crc32(codebook.data(), codebook.size()));
+    s.bytes(codebook.data(), codebook.size());
   }
   const size_t table_begin = out.size();
-  s.put<uint64_t>(uint64_t(enc.chunks.size()));
+  s.put<uint64_t>(uint64_t(chunks.size()));
   uint64_t payload = 0;
-  for (const auto& c : enc.chunks) {
+  for (const auto& c : chunks) {
     s.put<uint64_t>(uint64_t(c.bytes.size()));
     s.put<uint32_t>(c.flags);
     s.put<uint32_t>(crc32(c.bytes.data(), c.bytes.size()));
@@ -951,9 +1000,11 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
   }
   s.put<uint32_t>(crc32(out.data() + table_begin, out.size() - table_begin));
   out.reserve(out.size() + payload);
-  for (const auto& c : enc.chunks) s.bytes(c.bytes.data(), c.bytes.size());
+  for (const auto& c : chunks) s.bytes(c.bytes.data(), c.bytes.size());
   return out;
 }
+
+namespace {
 
 // The predictors "auto" chooses among (each won on some of our real fields
 // at some bound; full-axes linear interpolation never did well enough to stay).
@@ -1017,9 +1068,7 @@ double estimate_size(const void* data, const std::vector<uint64_t>& shape, const
     const auto ids = sample(pr);
     return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
   }
-  const Range r = finite_range(data, n, p.dtype, p.threads);
-  const double max_abs = std::max(std::fabs(r.min), std::fabs(r.max));
-  const uint8_t grid_bits = r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1) ? 64 : 32;
+  const uint8_t grid_bits = lorenzo_grid_bits(finite_range(data, n, p.dtype, p.threads), h.eb_abs);
   const LorenzoPredictor<T> pr{x, nullptr, BlockGrid::make(h.pred, int64_t(p.block_elems)), Quantizer::make<T>(h.eb_abs),
                                int64_t(radius), grid_bits};
   const auto ids = sample(pr);
@@ -1071,20 +1120,10 @@ std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& sha
   return compress_auto(data, shape, p, n);
 }
 
-namespace {
-
 // Where everything is in a stream: header, codebook section, chunks. Checks
 // the header and table CRCs and that the sections add up to the stream's
 // exact length, so a bad stream fails here, before any output is allocated.
-struct Layout {
-  Header h;
-  int64_t n_blocks = 0;
-  const uint8_t* codebook = nullptr;
-  uint32_t codebook_len = 0;
-  std::vector<ChunkRef> refs;
-};
-
-Layout parse_layout(const uint8_t* stream, uint64_t len) {
+Layout parts::parse_layout(const uint8_t* stream, uint64_t len) {
   Layout L;
   ByteSource src(stream, len, "header");
   L.h = read_header(src);
@@ -1120,7 +1159,7 @@ Layout parse_layout(const uint8_t* stream, uint64_t len) {
   return L;
 }
 
-Codebook read_codebook(const Layout& L) {
+Codebook parts::read_codebook(const Layout& L) {
   std::vector<uint8_t> raw;
   ZstdCtx z;
   const uint32_t alphabet = 2 * L.h.radius;
@@ -1134,8 +1173,6 @@ Codebook read_codebook(const Layout& L) {
   cb.lengths.assign(lens, lens + nsym);
   return cb;
 }
-
-}  // namespace
 
 Header inspect(const uint8_t* stream, uint64_t len) { return parse_layout(stream, len).h; }
 
