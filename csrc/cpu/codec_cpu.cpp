@@ -16,6 +16,7 @@
 #include "ebzip/huffman.hpp"
 #include "ebzip/interpolation.hpp"
 #include "ebzip/lorenzo.hpp"
+#include "ebzip/padded_grid.hpp"
 #include "ebzip/quantizer.hpp"
 
 namespace ebzip::cpu {
@@ -109,47 +110,6 @@ PredShape parts::prediction_shape(const std::vector<uint64_t>& shape, int max_di
 
 namespace {
 
-// Padded scratch for the integer grid of one block: one leading zero layer
-// per axis, so the Lorenzo stencil never needs a bounds test.
-struct PaddedGrid {
-  int ndim;
-  int64_t shape[kMaxPredDims];
-  int64_t pstride[kMaxPredDims];
-  int64_t size;
-
-  explicit PaddedGrid(const BlockGrid::Block& blk) {
-    ndim = blk.ndim == 0 ? 1 : blk.ndim;
-    for (int k = 0; k < ndim; ++k) shape[k] = blk.ndim == 0 ? 1 : blk.shape[k];
-    pstride[ndim - 1] = 1;
-    for (int k = ndim - 1; k > 0; --k) pstride[k - 1] = pstride[k] * (shape[k] + 1);
-    size = pstride[0] * (shape[0] + 1);
-  }
-  // Zero the padding layers (only they are read before being written).
-  template <class G>
-  void zero_faces(G* s) const {
-    for (int k = 0; k < ndim; ++k) {
-      const int64_t chunk = pstride[k], period = pstride[k] * (shape[k] + 1);
-      for (int64_t base = 0; base < size; base += period) std::fill(s + base, s + base + chunk, 0);
-    }
-  }
-  // Calls row(padded_offset_of_first_element, flat_offset, length) per row.
-  template <class RowFn>
-  void for_each_row(RowFn&& row) const {
-    int64_t idx[kMaxPredDims] = {0, 0, 0, 0};
-    const int64_t n_last = shape[ndim - 1];
-    int64_t rows = 1;
-    for (int k = 0; k < ndim - 1; ++k) rows *= shape[k];
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t base = 1;
-      for (int k = 0; k < ndim - 1; ++k) base += (idx[k] + 1) * pstride[k];
-      row(base, r * n_last, n_last);
-      for (int k = ndim - 2; k >= 0; --k) {
-        if (++idx[k] < shape[k]) break;
-        idx[k] = 0;
-      }
-    }
-  }
-};
 
 // ---------------------------------------------------------------- Huffman
 
@@ -435,23 +395,8 @@ struct Histogram {
 template <class T, int D, class G>
 void reconstruct_block(const uint16_t* codes, const PaddedGrid& pg, const Quantizer& qz_ref, int64_t radius,
                        G* s, ByteSource& outliers, uint32_t n_outliers, typename T::storage* out) {
-  pg.zero_faces(s);
-  const Quantizer qz = qz_ref;
-  const LorenzoRows<D, G> rows(pg.pstride);
   uint32_t seen = 0;
-  pg.for_each_row([&, qz, rows, radius](int64_t pbase, int64_t flat, int64_t len) {
-    G* sr = s + pbase;
-    const uint16_t* cr = codes + flat;
-    typename T::storage* orow = out + flat;
-    G r = 0;
-    for (int64_t i = 0; i < len; ++i) {
-      const uint32_t sym = cr[i];
-      const int64_t delta = sym ? delta_of_symbol(sym, radius) : next_outlier(outliers, seen, n_outliers);
-      r += G(delta);
-      sr[i] = r + rows.earlier(sr + i);
-    }
-    for (int64_t i = 0; i < len; ++i) orow[i] = qz.reconstruct<T>(int64_t(sr[i]));
-  });
+  lorenzo_decode_block<T, D, G>(codes, pg, qz_ref, radius, s, [&] { return next_outlier(outliers, seen, n_outliers); }, out);
   if (seen != n_outliers || outliers.pos != outliers.len)
     throw StreamError("corrupted ebzip stream (outlier count mismatch)");
 }

@@ -180,6 +180,20 @@ def prepare_out(out, shape, name: str):
     return out, out.view(storage_dtype(name))
 
 
+def on_device(origin: Origin, device) -> Origin:
+    """The origin moved to ``device`` ("cpu", "cuda", "cuda:N" or a torch.device)."""
+    dev = str(device)
+    if dev == "cpu":
+        return Origin("numpy") if origin.kind == "cupy" else Origin(origin.kind, "cpu")
+    if not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    if dev == "cuda":
+        dev = "cuda:0"
+    if origin.kind == "cupy":
+        return Origin("cupy", dev)
+    return Origin("torch", dev)
+
+
 def origin_of(like) -> Origin:
     if like is None:
         return NUMPY

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from . import _arrays, _core
+from . import _arrays, _core, _device
 
 StreamError = _core.StreamError
 StreamError.__module__ = "ebzip"
@@ -148,6 +148,18 @@ def _psnr_of(scaled_sse: float, n: int) -> float:
 _DBL_MAX = float(np.finfo(np.float64).max)
 
 
+def _absolute_bound(eb: float, mode: str, lo: float, hi: float, n_finite: int) -> tuple[float, float]:
+    """(absolute bound, value range) for a rel or psnr bound over finite values in [lo, hi]."""
+    value_range = float(hi) - float(lo) if n_finite else 0.0
+    if not math.isfinite(value_range):  # e.g. -1e308 .. 1e308 overflows
+        value_range = _DBL_MAX
+    if mode == "rel":
+        eb_abs = eb * value_range
+    else:  # uniform error in [-e, e] has RMSE e/sqrt(3); small factor first, so no overflow
+        eb_abs = (math.sqrt(3.0) * 10 ** (-eb / 20)) * value_range
+    return min(eb_abs, _DBL_MAX), value_range  # a bound beyond float64 means "anything": keep it finite
+
+
 def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", threads: int | None = None,
              dtype: str | None = None, block_elems: int | None = None) -> Compressed:
     """Compress a floating-point array so every finite element comes back within a bound.
@@ -173,24 +185,22 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {sorted(PREDICTORS)}; got {predictor!r}")
     nthreads = _threads(threads)
-    arr, name, origin = _arrays.to_numpy(x, dtype)
-    code = _arrays.DTYPE_CODES[name]
     if block_elems is not None and not (isinstance(block_elems, (int, np.integer)) and 1 <= block_elems <= 2**32):
         raise ValueError(f"block_elems must be an integer in [1, 2**32]; got {block_elems!r}")
+    if dtype is None and _device.is_cuda_array(x):
+        # On the GPU where the device driver runs this pipeline (the same bytes
+        # as the CPU driver); otherwise one trip through host memory.
+        c = _device.try_compress(x, eb, mode, predictor, nthreads, block_elems)
+        if c is not None:
+            return c
+    arr, name, origin = _arrays.to_numpy(x, dtype)
+    code = _arrays.DTYPE_CODES[name]
 
     if mode == "abs":
         eb_abs = eb
         value_range = None
     else:
-        lo, hi, n_finite = _core.finite_range(arr, code, nthreads)
-        value_range = float(hi) - float(lo) if n_finite else 0.0
-        if not math.isfinite(value_range):  # e.g. -1e308 .. 1e308 overflows
-            value_range = _DBL_MAX
-        if mode == "rel":
-            eb_abs = eb * value_range
-        else:  # uniform error in [-e, e] has RMSE e/sqrt(3); small factor first, so no overflow
-            eb_abs = (math.sqrt(3.0) * 10 ** (-eb / 20)) * value_range
-        eb_abs = min(eb_abs, _DBL_MAX)  # a bound beyond float64 means "anything": keep it finite
+        eb_abs, value_range = _absolute_bound(eb, mode, *_core.finite_range(arr, code, nthreads))
 
     def run(bound: float) -> Compressed:
         c = Compressed()
@@ -218,7 +228,8 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
     return c
 
 
-def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf16: bool = False):
+def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf16: bool = False,
+               device: str | None = None):
     """Restore an array from a :class:`Compressed` or any bytes-like ebzip stream.
 
     Returns the kind of array that was compressed when ``data`` is a
@@ -228,6 +239,9 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
     dtype to fill in place. Raises :class:`StreamError` for a bad stream.
     bfloat16 streams come back as ``ml_dtypes.bfloat16`` numpy arrays (or the
     uint16 bit patterns with ``raw_bf16=True``).
+    ``device``: ``"cuda"``/``"cuda:N"`` puts the result on that GPU (a torch
+    tensor, or a cupy array when cupy went in), decoded there by the CUDA
+    driver where it runs this stream's pipeline; ``"cpu"`` keeps it on the host.
     """
     nthreads = _threads(threads)
     if isinstance(data, str):
@@ -243,6 +257,12 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
         _core.decompress_into(data, view, nthreads)
         return result
     origin = _arrays.origin_of(like) if like is not None else getattr(data, "_origin", _arrays.NUMPY)
+    if device is not None:
+        origin = _arrays.on_device(origin, device)
+    if origin.device.startswith("cuda"):
+        result = _device.try_decompress_into_new(data, shape, name, origin)
+        if result is not None:
+            return result
     if origin.kind != "torch" and name == "bfloat16" and not raw_bf16 and _arrays.NUMPY_BFLOAT16 is None:
         raise ImportError("this stream holds bfloat16 values; install ml_dtypes for a numpy bfloat16 array, "
                           "pass raw_bf16=True for the uint16 bit patterns, or like='torch'")

@@ -73,6 +73,14 @@ struct BlockGrid {
     blk.count = len * inner;
     return blk;
   }
+
+  // The block holding flat element i (blocks are contiguous, in order), so
+  // per-element device work can find its block without a search.
+  EBZ_HD_INLINE int64_t block_of(int64_t i) const {
+    if (ndim == 0) return 0;
+    const int64_t slab = n[split_axis] * inner;
+    return (i / slab) * segs_per_outer + (i % slab) / inner / seg;
+  }
 };
 
 }  // namespace ebzip

@@ -1,0 +1,111 @@
+// pybind11 bindings of the device driver (csrc/cuda/codec_device.hpp), built
+// twice: ebzip._cuda (nvcc build of the driver; pointers are CUDA device
+// pointers) and ebzip._shared_path (the same driver for Thrust's OpenMP
+// system; pointers are host pointers). Pointers and streams travel as
+// integers (torch data_ptr(), cupy .data.ptr, numpy .ctypes.data);
+// ebzip/_device.py checks them against the arrays before calling in.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+
+#include "../cuda/codec_device.hpp"
+#include "ebzip/format.hpp"
+
+#ifndef EBZIP_DEVICE_MODULE
+#error "define EBZIP_DEVICE_MODULE (_cuda or _shared_path)"
+#endif
+#ifndef EBZIP_CUDA_ARCHITECTURES
+#define EBZIP_CUDA_ARCHITECTURES ""
+#endif
+
+namespace py = pybind11;
+using namespace ebzip;
+
+namespace {
+
+const uint8_t* stream_bytes(const py::buffer& b, uint64_t& len, py::buffer_info& keep) {
+  keep = b.request();
+  if (keep.ndim != 1 || (keep.shape[0] > 1 && keep.strides[0] != keep.itemsize))
+    throw std::invalid_argument("an ebzip stream must be a contiguous bytes-like object");
+  len = uint64_t(keep.size) * uint64_t(keep.itemsize);
+  return static_cast<const uint8_t*>(keep.ptr);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(EBZIP_DEVICE_MODULE, m) {
+  m.doc() = "ebzip device driver (Thrust; see csrc/cuda/README.md)";
+  // The one ebzip.StreamError (ebzip._core's), whichever module raises it.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StreamError& e) {
+      py::object cls = py::module_::import("ebzip._core").attr("StreamError");
+      PyErr_SetString(cls.ptr(), e.what());
+    }
+  });
+  m.attr("DEVICE_SYSTEM") = device::device_system();
+  m.attr("CUDA_ARCHITECTURES") = EBZIP_CUDA_ARCHITECTURES;
+  m.def("can_run", &device::can_run, "whether this build can run here (CUDA: a GPU is visible)");
+  m.def("runtime_info", &device::runtime_info);
+  m.def("pool_high_water", &device::pool_high_water, py::arg("reset") = false,
+        "bytes: high-water of the driver's device allocations (-1 where not measured)");
+  m.def(
+      "supports",
+      [](int predictor, double eb_abs, uint64_t n) {
+        cpu::CompressParams p;
+        p.predictor = cpu::Predictor(predictor);
+        p.eb_abs = eb_abs;
+        return device::supports(p, n);
+      },
+      py::arg("predictor"), py::arg("eb_abs"), py::arg("n"));
+
+  m.def(
+      "compress",
+      [](uintptr_t ptr, std::vector<uint64_t> shape, int dtype, int mode, double eb_param, double eb_abs,
+         int threads, uint64_t block_elems, int predictor, uintptr_t stream) {
+        if (dtype < 0 || dtype > 3 || mode < 0 || mode > 2) throw std::invalid_argument("bad dtype or mode code");
+        if (predictor < 0 || predictor > 2) throw std::invalid_argument("bad predictor code");
+        cpu::CompressParams p;
+        p.dtype = DType(dtype);
+        p.mode = Mode(mode);
+        p.eb_param = eb_param;
+        p.eb_abs = eb_abs;
+        p.threads = threads;
+        if (block_elems) p.block_elems = block_elems;
+        p.predictor = cpu::Predictor(predictor);
+        std::vector<uint8_t> out;
+        {
+          py::gil_scoped_release release;
+          out = device::compress(reinterpret_cast<const void*>(ptr), shape, p, stream);
+        }
+        return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+      },
+      py::arg("ptr"), py::arg("shape"), py::arg("dtype"), py::arg("mode"), py::arg("eb_param"), py::arg("eb_abs"),
+      py::arg("threads") = 1, py::arg("block_elems") = 0, py::arg("predictor") = 1, py::arg("stream") = 0);
+
+  m.def(
+      "can_decode",
+      [](py::buffer stream) {
+        py::buffer_info keep;
+        uint64_t len;
+        const uint8_t* p = stream_bytes(stream, len, keep);
+        return device::can_decode(p, len);
+      },
+      py::arg("stream"));
+
+  m.def(
+      "decompress_into",
+      [](py::buffer stream, uintptr_t out_ptr, uint64_t out_nbytes, uintptr_t cuda_stream) {
+        py::buffer_info keep;
+        uint64_t len;
+        const uint8_t* p = stream_bytes(stream, len, keep);
+        const Header h = cpu::inspect(p, len);
+        if (h.num_elements() * uint64_t(dtype_size(h.dtype)) != out_nbytes)
+          throw std::invalid_argument("out does not match the stream's size or dtype");
+        py::gil_scoped_release release;
+        device::decompress(p, len, reinterpret_cast<void*>(out_ptr), cuda_stream);
+      },
+      py::arg("stream"), py::arg("out_ptr"), py::arg("out_nbytes"), py::arg("cuda_stream") = 0);
+}
