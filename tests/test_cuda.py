@@ -131,9 +131,9 @@ CASES = [
 ]
 
 
-def _assert_same_bytes(x, eb, block_elems=None, dtype=None):
-    cpu = bytes(ebzip.compress(x, eb, predictor="lorenzo", block_elems=block_elems, dtype=dtype, threads=2))
-    dev = _device.shared_path_compress(x, eb, block_elems=block_elems, dtype=dtype, threads=2)
+def _assert_same_bytes(x, eb, block_elems=None, dtype=None, predictor="lorenzo"):
+    cpu = bytes(ebzip.compress(x, eb, predictor=predictor, block_elems=block_elems, dtype=dtype, threads=2))
+    dev = _device.shared_path_compress(x, eb, block_elems=block_elems, dtype=dtype, threads=2, predictor=predictor)
     assert dev == cpu, f"shared path wrote different bytes ({len(dev)} vs {len(cpu)})"
     return cpu
 
@@ -152,31 +152,34 @@ def _assert_decodes_alike(stream, x=None, eb=None):
 
 
 @shared
+@pytest.mark.parametrize("predictor", ["lorenzo", "interp"])
 @pytest.mark.parametrize("shape,dtype,eb,block_elems", CASES)
-def test_shared_path_writes_the_cpu_bytes(shape, dtype, eb, block_elems):
+def test_shared_path_writes_the_cpu_bytes(shape, dtype, eb, block_elems, predictor):
     x = _field(shape, dtype)
-    stream = _assert_same_bytes(x, eb, block_elems)
-    assert ebzip.inspect(stream)["pipeline"] == "lorenzo"
+    stream = _assert_same_bytes(x, eb, block_elems, predictor=predictor)
+    assert ebzip.inspect(stream)["pipeline"] == predictor
     _assert_decodes_alike(stream, x, eb)
 
 
 @shared
-def test_shared_path_bfloat16():
+@pytest.mark.parametrize("predictor", ["lorenzo", "interp"])
+def test_shared_path_bfloat16(predictor):
     x = _bf16(_field((40, 50), np.float32))
-    stream = _assert_same_bytes(x, 1e-2, 300)
+    stream = _assert_same_bytes(x, 1e-2, 300, predictor=predictor)
     _assert_decodes_alike(stream, x, 1e-2)
     raw = x.view(np.uint16)  # bit patterns declared as bfloat16
-    assert _device.shared_path_compress(raw, 1e-2, dtype="bfloat16", block_elems=300) == stream
+    assert _device.shared_path_compress(raw, 1e-2, dtype="bfloat16", block_elems=300, predictor=predictor) == stream
 
 
 @shared
+@pytest.mark.parametrize("predictor", ["lorenzo", "interp"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_shared_path_nan_inf_and_huge_values(dtype):
+def test_shared_path_nan_inf_and_huge_values(dtype, predictor):
     x = _field((30, 40), dtype, seed=3)
     x[0, 0], x[5, 7], x[29, 39] = np.nan, np.inf, -np.inf
     x[10, 10] = np.finfo(dtype).max  # off the integer grid: stored exactly
     x[11, 3] = -np.finfo(dtype).max / 2
-    stream = _assert_same_bytes(x, 1e-3, 256)
+    stream = _assert_same_bytes(x, 1e-3, 256, predictor=predictor)
     _assert_decodes_alike(stream, x, 1e-3)
     y = _device.shared_path_decompress(stream)
     for idx in [(0, 0), (5, 7), (29, 39), (10, 10), (11, 3)]:
@@ -200,6 +203,8 @@ def test_shared_path_all_outliers_and_all_exact():
     _assert_decodes_alike(_assert_same_bytes(nan, 1e-3), nan, 1e-3)
     const = np.full((33, 34), 2.5, np.float64)  # zstd takes the Huffman bits
     _assert_decodes_alike(_assert_same_bytes(const, 1e-3), const, 1e-3)
+    for x in (noisy, nan, const):
+        _assert_decodes_alike(_assert_same_bytes(x, 1e-3, 1024, predictor="interp"), x, 1e-3)
 
 
 @shared
@@ -207,7 +212,8 @@ def test_shared_path_on_real_digits():
     sklearn = pytest.importorskip("sklearn.datasets")
     x = sklearn.load_digits().images.astype(np.float32)  # (1797, 8, 8)
     for eb in (1e-2, 0.5):
-        _assert_decodes_alike(_assert_same_bytes(x, eb, 4096), x, eb)
+        for predictor in ("lorenzo", "interp"):
+            _assert_decodes_alike(_assert_same_bytes(x, eb, 4096, predictor=predictor), x, eb)
 
 
 @shared
@@ -224,9 +230,10 @@ def test_shared_path_property_random_arrays():
                                         st.sampled_from([math.nan, math.inf, -math.inf]))),
         eb=st.sampled_from([1e-3, 0.1, 10.0]),
         block_elems=st.sampled_from([None, 7, 64]),
+        predictor=st.sampled_from(["lorenzo", "interp"]),
     )
-    def check(x, eb, block_elems):
-        _assert_decodes_alike(_assert_same_bytes(x, eb, block_elems), x, eb)
+    def check(x, eb, block_elems, predictor):
+        _assert_decodes_alike(_assert_same_bytes(x, eb, block_elems, predictor=predictor), x, eb)
 
     check()
 
@@ -235,13 +242,13 @@ def test_shared_path_property_random_arrays():
 def test_shared_path_refuses_what_the_device_does_not_run():
     x = _field((20, 20), np.float32)
     with pytest.raises(ValueError, match="lorenzo"):
-        _device.shared_path_compress(x, 1e-3, predictor="interp")
+        _device.shared_path_compress(x, 1e-3, predictor="auto")  # the sampling choice runs on the CPU driver
     with pytest.raises(ValueError, match="lorenzo"):
         _device.shared_path_compress(x, 0.0)
-    interp = bytes(ebzip.compress(x, 1e-3, predictor="interp"))
-    assert not _device._shared_path.can_decode(interp)
-    with pytest.raises(ValueError, match="lorenzo"):
-        _device.shared_path_decompress(interp)
+    exact = bytes(ebzip.compress(x, 0.0))
+    assert not _device._shared_path.can_decode(exact)
+    with pytest.raises(ValueError, match="lorenzo and interp"):
+        _device.shared_path_decompress(exact)
 
 
 def _rewrite_chunk(stream: bytes, edit) -> bytes:
@@ -322,14 +329,14 @@ def fake_gpu(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("mode,eb", [("abs", 1e-3), ("rel", 1e-4)])
-def test_routing_sends_device_arrays_to_the_device_driver(fake_gpu, mode, eb):
+@pytest.mark.parametrize("mode,eb,predictor", [("abs", 1e-3, "lorenzo"), ("rel", 1e-4, "lorenzo"), ("abs", 1e-3, "interp")])
+def test_routing_sends_device_arrays_to_the_device_driver(fake_gpu, mode, eb, predictor):
     import torch
 
     x = torch.from_numpy(_field((30, 31), np.float32))
-    c = ebzip.compress(x, eb, mode, predictor="lorenzo")
+    c = ebzip.compress(x, eb, mode, predictor=predictor)
     assert fake_gpu == ["compress"]
-    assert bytes(c) == bytes(ebzip.compress(x.numpy(), eb, mode, predictor="lorenzo"))
+    assert bytes(c) == bytes(ebzip.compress(x.numpy(), eb, mode, predictor=predictor))
     y = ebzip.decompress(c, device="cuda")
     assert fake_gpu == ["compress", "decompress_into"]
     assert isinstance(y, torch.Tensor) and torch.equal(y, torch.from_numpy(ebzip.decompress(bytes(c))))
@@ -339,15 +346,15 @@ def test_routing_falls_back_to_the_cpu_driver(fake_gpu):
     import torch
 
     x = torch.from_numpy(_field((30, 31), np.float32))
-    for kwargs in ({"predictor": "auto"}, {"predictor": "interp"}, {"mode": "psnr", "eb": 60.0}):
+    for kwargs in ({"predictor": "auto"}, {"eb": 0.0, "predictor": "lorenzo"}, {"mode": "psnr", "eb": 60.0}):
         args = {"eb": 1e-3, **kwargs}
         c = ebzip.compress(x, **args)
         assert bytes(c) == bytes(ebzip.compress(x.numpy(), **args))
     assert fake_gpu == []
-    interp = ebzip.compress(x, 1e-3, predictor="interp")
+    exact = ebzip.compress(x, 0.0)
     # Not decodable on the device: decompress(device="cuda") decodes on the host, then moves the result.
     origin = ebzip._arrays.Origin("torch", "cuda:0")
-    assert _device.try_decompress_into_new(interp, interp.shape, "float32", origin) is None
+    assert _device.try_decompress_into_new(exact, exact.shape, "float32", origin) is None
     assert fake_gpu == []
 
 
@@ -392,8 +399,9 @@ def test_gpu_compress_matches_cpu_bytes_and_stays_on_device(dtype):
     torch = _torch_cuda()
     x = torch.from_numpy(_field((64, 65, 3), np.float32)).to(getattr(torch, dtype))
     xg = x.cuda()
-    c = ebzip.compress(xg, 1e-2, predictor="lorenzo", block_elems=1000)
-    assert bytes(c) == bytes(ebzip.compress(x, 1e-2, predictor="lorenzo", block_elems=1000))
+    for predictor in ("interp", "lorenzo"):
+        c = ebzip.compress(xg, 1e-2, predictor=predictor, block_elems=1000)
+        assert bytes(c) == bytes(ebzip.compress(x, 1e-2, predictor=predictor, block_elems=1000))
     y = ebzip.decompress(c)
     assert y.is_cuda and y.dtype == x.dtype
     assert torch.equal(y.cpu(), ebzip.decompress(bytes(c), like="torch"))

@@ -614,16 +614,10 @@ struct InterpPredictor {
   InterpConfig cfg;
   int64_t radius;
   static constexpr bool kWithIndex = false;
-  static constexpr int kMaxLevels = 66;
-  double step[kMaxLevels], inv_step[kMaxLevels];
+  InterpLevels lv;
 
   InterpPredictor(const S* x_, S* out_, const TileGrid& g, double eb, const InterpConfig& c, int64_t r)
-      : x(x_), out(out_), grid(g), qz(Quantizer::make<T>(eb)), cfg(c), radius(r) {
-    for (int l = 0; l < kMaxLevels; ++l) {
-      step[l] = 2.0 * level_bound(eb, cfg, l);
-      inv_step[l] = 1.0 / step[l];
-    }
-  }
+      : x(x_), out(out_), grid(g), qz(Quantizer::make<T>(eb)), cfg(c), radius(r), lv(InterpLevels::make(eb, c)) {}
 
   using B = std::conditional_t<sizeof(S) == 8, double, float>;  // see interp_predict
   struct State { std::vector<S> tile; std::vector<B> buf; };
@@ -654,21 +648,15 @@ struct InterpPredictor {
     uint64_t next = 0;
     const double lim = double(radius) - 0.5;
     interp_traverse(st.buf.data(), t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
-      const double xv = T::to_double(xt[i]);
-      const double d = (xv - pred) * inv_step[level];
-      if (fabs(d) < lim) {  // false for NaN/Inf too
-        const int64_t q = round_half_even(d);
-        const S xr = T::from_double(pred + double(q) * step[level]);
-        if (qz.within_bound<T>(xv, xr)) {
-          codes[next++] = uint16_t(q + radius);
-          return T::to_double(xr);
-        }
+      uint16_t& code = codes[next++];
+      const double v = interp_encode_point<T>(T::to_double(xt[i]), pred, lv.step[level], lv.inv_step[level], lim, qz,
+                                              radius, code);
+      if (code == 0) {
+        ++side.exact_count;
+        const auto* p = reinterpret_cast<const uint8_t*>(xt + i);
+        side.exact_bytes.insert(side.exact_bytes.end(), p, p + sizeof(S));
       }
-      codes[next++] = 0;
-      ++side.exact_count;
-      const auto* p = reinterpret_cast<const uint8_t*>(xt + i);
-      side.exact_bytes.insert(side.exact_bytes.end(), p, p + sizeof(S));
-      return xv - xv == 0.0 ? xv : (pred - pred == 0.0 ? pred : 0.0);
+      return v;
     });
   }
 
@@ -681,14 +669,10 @@ struct InterpPredictor {
     uint32_t exact = 0;
     interp_traverse(st.buf.data(), t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
       const uint32_t sym = codes[next++];
-      if (sym) {
-        ot[i] = T::from_double(pred + double(int64_t(sym) - radius) * step[level]);
-        return T::to_double(ot[i]);
-      }
+      if (sym) return interp_decode_point<T>(sym, pred, lv.step[level], radius, ot + i);
       if (exact == pl.n_exact) throw StreamError("corrupted ebzip stream (more exact values than stored)");
       memcpy(ot + i, pl.exact_vals + uint64_t(exact++) * sizeof(S), sizeof(S));
-      const double v = T::to_double(ot[i]);
-      return v - v == 0.0 ? v : (pred - pred == 0.0 ? pred : 0.0);
+      return interp_exact_stand_in(T::to_double(ot[i]), pred);
     });
     if (exact != pl.n_exact) throw StreamError("corrupted ebzip stream (exact value count)");
     for_rows(t, [&](int64_t g, int64_t k, int64_t len) { memcpy(out + g, ot + k, size_t(len) * sizeof(S)); });

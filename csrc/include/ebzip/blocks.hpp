@@ -158,6 +158,21 @@ struct TileGrid {
     return t;
   }
 
+  // The tile holding element i (flat index into the padded 4-D shape) and
+  // i's offset within that tile's C-ordered elements (a tile is gathered into
+  // a contiguous buffer in that order).
+  EBZ_HD void locate(int64_t i, int64_t& b, int64_t& local) const {
+    int64_t c[4];
+    for (int k = 3; k >= 0; --k) {
+      c[k] = i % n[k];
+      i /= n[k];
+    }
+    b = 0;
+    for (int k = 0; k < 4; ++k) b = b * count[k] + c[k] / tile[k];
+    const Tile t = block(b);
+    local = 0;
+    for (int k = 0; k < 4; ++k) local = local * t.ext[k] + (c[k] - t.origin[k]);
+  }
 };
 
 }  // namespace ebzip

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "hostdevice.hpp"
+#include "quantizer.hpp"
 
 namespace ebzip {
 
@@ -28,6 +29,54 @@ EBZ_HD_INLINE double level_bound(double eb, const InterpConfig& cfg, int level) 
   double f = 1.0;
   for (int l = 1; l < level && f < cfg.beta; ++l) f *= cfg.alpha;
   return eb / (f < cfg.beta ? f : cfg.beta);
+}
+
+// Quantization steps of every level (2 * level bound) and their inverses.
+struct InterpLevels {
+  static constexpr int kMaxLevels = 66;
+  double step[kMaxLevels], inv_step[kMaxLevels];
+  EBZ_HD static InterpLevels make(double eb, const InterpConfig& cfg) {
+    InterpLevels L;
+    for (int l = 0; l < kMaxLevels; ++l) {
+      L.step[l] = 2.0 * level_bound(eb, cfg, l);
+      L.inv_step[l] = 1.0 / L.step[l];
+    }
+    return L;
+  }
+};
+
+// The value later predictions read where a point is stored exactly: itself
+// if finite, else the (finite) prediction, else 0.
+EBZ_HD_INLINE double interp_exact_stand_in(double v, double pred) {
+  return v - v == 0.0 ? v : (pred - pred == 0.0 ? pred : 0.0);
+}
+
+// Encodes the point x predicted as `pred` at a level with quantization step
+// `step`: code = q + radius, or 0 where it must be stored exactly. Returns
+// the reconstructed value later predictions read (the decoder's, exactly).
+// lim = radius - 0.5.
+template <class T>
+EBZ_HD_INLINE double interp_encode_point(double xv, double pred, double step, double inv_step, double lim,
+                                         const Quantizer& qz, int64_t radius, uint16_t& code) {
+  const double d = (xv - pred) * inv_step;
+  if (fabs(d) < lim) {  // false for NaN/Inf too
+    const int64_t q = round_half_even(d);
+    const typename T::storage xr = T::from_double(pred + double(q) * step);
+    if (qz.within_bound<T>(xv, xr)) {
+      code = uint16_t(q + radius);
+      return T::to_double(xr);
+    }
+  }
+  code = 0;
+  return interp_exact_stand_in(xv, pred);
+}
+
+// Decodes a point with symbol sym > 0 into *out; returns the value later predictions read.
+template <class T>
+EBZ_HD_INLINE double interp_decode_point(uint32_t sym, double pred, double step, int64_t radius,
+                                         typename T::storage* out) {
+  *out = T::from_double(pred + double(int64_t(sym) - radius) * step);
+  return T::to_double(*out);
 }
 
 // Prediction at p, coordinate c along an axis of extent n, neighbours at
