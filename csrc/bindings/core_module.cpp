@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "../cpu/codec_cpu.hpp"
+#include "compress_params.hpp"
 #include "zstd.h"
 
 namespace py = pybind11;
@@ -87,16 +88,7 @@ PYBIND11_MODULE(_core, m) {
          uint64_t block_elems, int predictor, int interp_cubic, double interp_alpha, double interp_beta,
          int pred_dims) {
         if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
-        if (dtype < 0 || dtype > 3 || mode < 0 || mode > 2) throw std::invalid_argument("bad dtype or mode code");
-        cpu::CompressParams p;
-        p.dtype = DType(dtype);
-        p.mode = Mode(mode);
-        p.eb_param = eb_param;
-        p.eb_abs = eb_abs;
-        p.threads = threads;
-        if (block_elems) p.block_elems = block_elems;
-        if (predictor < 0 || predictor > 2) throw std::invalid_argument("bad predictor code");
-        p.predictor = cpu::Predictor(predictor);
+        cpu::CompressParams p = compress_params(dtype, mode, eb_param, eb_abs, threads, block_elems, predictor);
         p.interp.cubic = uint8_t(interp_cubic != 0);
         if (!(interp_alpha >= 1 && interp_alpha <= 16 && interp_beta >= 1 && interp_beta <= 1e6))
           throw std::invalid_argument("interpolation level bounds out of range");

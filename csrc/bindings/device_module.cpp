@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "../cuda/codec_device.hpp"
+#include "compress_params.hpp"
 #include "ebzip/format.hpp"
 
 #ifndef EBZIP_DEVICE_MODULE
@@ -65,16 +66,7 @@ PYBIND11_MODULE(EBZIP_DEVICE_MODULE, m) {
       "compress",
       [](uintptr_t ptr, std::vector<uint64_t> shape, int dtype, int mode, double eb_param, double eb_abs,
          int threads, uint64_t block_elems, int predictor, uintptr_t stream) {
-        if (dtype < 0 || dtype > 3 || mode < 0 || mode > 2) throw std::invalid_argument("bad dtype or mode code");
-        if (predictor < 0 || predictor > 2) throw std::invalid_argument("bad predictor code");
-        cpu::CompressParams p;
-        p.dtype = DType(dtype);
-        p.mode = Mode(mode);
-        p.eb_param = eb_param;
-        p.eb_abs = eb_abs;
-        p.threads = threads;
-        if (block_elems) p.block_elems = block_elems;
-        p.predictor = cpu::Predictor(predictor);
+        const cpu::CompressParams p = compress_params(dtype, mode, eb_param, eb_abs, threads, block_elems, predictor);
         std::vector<uint8_t> out;
         {
           py::gil_scoped_release release;

@@ -412,23 +412,6 @@ void dispatch_dims(int ndim, Fn&& fn) {
   }
 }
 
-template <class Fn>
-void dispatch_grid(uint8_t grid_bits, Fn&& fn) {
-  if (grid_bits == 32) fn(int32_t{});
-  else fn(int64_t{});
-}
-
-template <class Fn>
-void dispatch_dtype(DType t, Fn&& fn) {
-  switch (t) {
-    case DType::f32: fn(F32{}); break;
-    case DType::f64: fn(F64{}); break;
-    case DType::f16: fn(F16{}); break;
-    case DType::bf16: fn(BF16{}); break;
-    default: throw StreamError("corrupted ebzip stream (dtype)");
-  }
-}
-
 // ---------------------------------------------------------------- payloads
 
 // A predictive chunk: Huffman lanes of its codes plus its BlockSide (see
@@ -1038,13 +1021,18 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
 
 }  // namespace
 
-std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+uint64_t parts::checked_count(const std::vector<uint64_t>& shape, const CompressParams& p) {
   if (shape.size() > size_t(kMaxNdim)) throw std::invalid_argument("ebzip supports at most 32 dimensions");
   if (!(p.eb_abs >= 0) || std::isinf(p.eb_abs)) throw std::invalid_argument("error bound must be finite and >= 0");
   if (p.radius < 1 || p.radius > 32768) throw std::invalid_argument("radius must be in [1, 32768]");
   if (p.block_elems == 0 || p.block_elems > (uint64_t(1) << 32)) throw std::invalid_argument("bad block size");
   uint64_t n = 1;
   for (auto d : shape) n *= d;
+  return n;
+}
+
+std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+  const uint64_t n = checked_count(shape, p);
   if (p.predictor != Predictor::automatic || !(p.eb_abs > 0) || n == 0) return compress_fixed(data, shape, p);
   return compress_auto(data, shape, p, n);
 }

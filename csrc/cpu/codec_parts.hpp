@@ -19,6 +19,9 @@ namespace ebzip::cpu::parts {
 
 // ---- compress
 
+// Checks the parameters and shape (std::invalid_argument); returns the element count.
+uint64_t checked_count(const std::vector<uint64_t>& shape, const CompressParams& p);
+
 // Drops size-1 axes and merges leading axes beyond max_dims into the first.
 PredShape prediction_shape(const std::vector<uint64_t>& shape, int max_dims = kMaxPredDims);
 

@@ -147,21 +147,6 @@ void upload(DeviceBuffer<U>& b, const std::vector<U>& h, const Exec& ex) {
   to_device(b.get(), h.data(), h.size() * sizeof(U), ex);
 }
 
-template <class Fn>
-void dispatch_dtype(DType t, Fn&& fn) {
-  switch (t) {
-    case DType::f32: fn(F32{}); break;
-    case DType::f64: fn(F64{}); break;
-    case DType::f16: fn(F16{}); break;
-    default: fn(BF16{}); break;
-  }
-}
-template <class Fn>
-void dispatch_grid(uint8_t grid_bits, Fn&& fn) {
-  if (grid_bits == 32) fn(int32_t{});
-  else fn(int64_t{});
-}
-
 // A block of the stream and where its padded grid lives in the scratch buffer.
 struct BlockMeta {
   int64_t start, count, poff;
@@ -540,6 +525,18 @@ struct InterpEncodeTile {
   }
 };
 
+// Packs each tile's exact values (room[tile_off[b] ..]) to exact_off[b] in out.
+template <class S>
+struct PackExact {
+  const int64_t* tile_off;
+  const int64_t* exact_off;
+  const S* room;
+  S* out;
+  EBZ_HD void operator()(int64_t b) const {
+    for (int64_t k = 0; k < exact_off[b + 1] - exact_off[b]; ++k) out[exact_off[b] + k] = room[tile_off[b] + k];
+  }
+};
+
 std::vector<int64_t> tile_offsets(const TileGrid& grid) {
   std::vector<int64_t> off(size_t(grid.n_blocks) + 1, 0);
   for (int64_t b = 0; b < grid.n_blocks; ++b) off[size_t(b) + 1] = off[size_t(b)] + grid.block(b).size;
@@ -568,14 +565,14 @@ std::vector<uint8_t> compress_interp(const typename T::storage* x, const Header&
                      InterpEncodeTile<T>{grid, d_off.get(), xt.get(), buf.get(), codes.get(), room.get(),
                                          exact_count.get(), d_lv.get(), h.interp, Quantizer::make<T>(h.eb_abs),
                                          int64_t(h.radius)});
+  // Exact values: offsets by a scan of the per-tile counts, packed on the device.
   HostSides<S> sides;
-  const std::vector<int64_t> counts = download(exact_count, size_t(nb), ex);
-  const std::vector<S> all_room = download(room, size_t(n), ex);  // TODO(gpu): compact on the device first
-  sides.exact_begin.assign(size_t(nb) + 1, 0);
-  for (int64_t b = 0; b < nb; ++b) {
-    sides.exact_begin[size_t(b) + 1] = sides.exact_begin[size_t(b)] + counts[size_t(b)];
-    sides.exact.insert(sides.exact.end(), all_room.begin() + off[size_t(b)], all_room.begin() + off[size_t(b)] + counts[size_t(b)]);
-  }
+  thrust::fill_n(ex.policy(), exact_count.get() + nb, 1, int64_t(0));
+  thrust::exclusive_scan(ex.policy(), exact_count.get(), exact_count.get() + nb + 1, exact_count.get());
+  sides.exact_begin = download(exact_count, size_t(nb) + 1, ex);
+  DeviceBuffer<S> packed(size_t(sides.exact_begin.back()), ex);
+  thrust::for_each_n(ex.policy(), Counter(0), nb, PackExact<S>{d_off.get(), exact_count.get(), room.get(), packed.get()});
+  sides.exact = download(packed, size_t(sides.exact_begin.back()), ex);
   std::vector<ChunkSpan> spans(static_cast<size_t>(nb));
   for (int64_t b = 0; b < nb; ++b) spans[size_t(b)] = ChunkSpan{off[size_t(b)], off[size_t(b) + 1] - off[size_t(b)]};
   return finish_stream<S>(h, spans, codes.get(), n, sides, false, host_threads, ex);
@@ -895,12 +892,7 @@ bool supports(const cpu::CompressParams& p, uint64_t n) {
 
 std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& shape, const cpu::CompressParams& p,
                               uintptr_t stream) {
-  if (shape.size() > size_t(kMaxNdim)) throw std::invalid_argument("ebzip supports at most 32 dimensions");
-  if (!(p.eb_abs >= 0) || std::isinf(p.eb_abs)) throw std::invalid_argument("error bound must be finite and >= 0");
-  if (p.radius < 1 || p.radius > 32768) throw std::invalid_argument("radius must be in [1, 32768]");
-  if (p.block_elems == 0 || p.block_elems > (uint64_t(1) << 32)) throw std::invalid_argument("bad block size");
-  uint64_t n = 1;
-  for (auto d : shape) n *= d;
+  const uint64_t n = cpu::parts::checked_count(shape, p);
   if (!supports(p, n))
     throw std::invalid_argument("the device driver runs predictor='lorenzo' or 'interp' with a bound > 0 on "
                                 "non-empty arrays; use the CPU driver for the others (same stream format)");

@@ -70,8 +70,8 @@ def to_numpy(x, dtype: str | None = None) -> tuple[np.ndarray, str, Origin]:
         t = x.detach()
         origin = Origin("torch", str(t.device))
         if t.device.type != "cpu":
-            # The CUDA backend is a separate build; until it is present the
-            # data makes one trip through host memory.
+            # What the CUDA driver does not run (ebzip/_device.py decides)
+            # makes one trip through host memory.
             t = t.cpu()
         names = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
                  torch.bfloat16: "bfloat16"}

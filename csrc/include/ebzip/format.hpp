@@ -52,6 +52,25 @@ struct StreamError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Calls fn(F32{}), fn(F64{}), ... for a stream's element type, and fn(int32_t{})
+// or fn(int64_t{}) for its Lorenzo grid width: how both drivers instantiate
+// their per-type code.
+template <class Fn>
+void dispatch_dtype(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: fn(F32{}); break;
+    case DType::f64: fn(F64{}); break;
+    case DType::f16: fn(F16{}); break;
+    case DType::bf16: fn(BF16{}); break;
+    default: throw StreamError("corrupted ebzip stream (dtype)");
+  }
+}
+template <class Fn>
+void dispatch_grid(uint8_t grid_bits, Fn&& fn) {
+  if (grid_bits == 32) fn(int32_t{});
+  else fn(int64_t{});
+}
+
 struct Header {
   uint16_t version = kFormatVersion;  // as read (streams are always written at kFormatVersion)
   DType dtype = DType::f32;
