@@ -1,20 +1,24 @@
-// Device driver: the Lorenzo pipeline as per-element and per-chunk functors
-// over the shared EBZ_HD code (csrc/include/ebzip), run through Thrust with
-// an explicit execution policy. Built twice from this one file (see
+// Device driver: the Lorenzo and interpolation pipelines as per-element,
+// per-chunk and per-tile functors over the shared EBZ_HD code
+// (csrc/include/ebzip), run through Thrust with an explicit execution policy
+// on the caller's stream. Built twice from this one file (see
 // codec_device.hpp): nvcc -> CUDA device system, g++ -> OpenMP device system.
 //
-// Compress, on the device: range of the finite values, quantization into the
-// padded integer grid (one thread per element), Lorenzo symbols (one thread
-// per element, the full stencil), histogram (sort + upper_bound), Huffman
-// lanes (one thread per lane: count bits, scan, write with BitWriter),
-// outliers and exact values (copy_if, scan, scatter). Then on the host, over
-// compressed bytes only: codebook, payload layout, zstd, stream assembly,
-// all through the CPU driver's own functions (codec_parts.hpp).
+// Compress, on the device: range of the finite values; Lorenzo: quantization
+// into the padded integer grid (one thread per element) and symbols from the
+// full stencil (one thread per element); interpolation: tiles gathered
+// (one thread per element), then one tile per thread through the shared
+// traversal. Then histogram (sort + upper_bound), Huffman lanes (one thread
+// per lane: count bits, scan, write with BitWriter), outliers and exact values
+// (copy_if, scan, scatter). Then on the host, over compressed bytes only:
+// codebook, payload layout, zstd, stream assembly, all through the CPU
+// driver's own functions (codec_parts.hpp), so both drivers write the same bytes.
 //
 // Decompress: the host checks CRCs, undoes zstd and parses each payload
 // (compressed bytes); the device Huffman-decodes every chunk (one thread per
 // chunk, both lanes), rebuilds each block's grid (one thread per block, the
-// CPU's row loop) and scatters the exact values.
+// CPU's row loop) or each tile (one thread per tile, the CPU's traversal) and
+// places the exact values.
 #include "codec_device.hpp"
 
 #include <thrust/binary_search.h>

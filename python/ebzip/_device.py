@@ -10,8 +10,9 @@ Two builds of one driver source may be present:
   run every device functor through it on the CPU.
 
 Both write the CPU driver's bytes for the same input and settings (one
-format). What the device driver does not run (predictor "auto" or "interp",
-a bound of 0, PSNR mode, empty arrays) goes through the CPU driver.
+format). What the device driver does not run (predictor "auto", whose
+sampling estimator is CPU-driver code; a bound of 0; PSNR mode; empty arrays)
+goes through the CPU driver after one copy to host memory.
 """
 
 from __future__ import annotations
@@ -128,6 +129,18 @@ def data_ptr(arr) -> int:
     return arr.data_ptr() if _arrays._is_torch_tensor(arr) else arr.data.ptr
 
 
+def on_device_of(arr):
+    """Context that makes the array's GPU current (the driver allocates and launches on the current device)."""
+    import contextlib
+
+    if _arrays._is_torch_tensor(arr):
+        import torch
+
+        return torch.cuda.device(arr.device) if arr.device.type == "cuda" else contextlib.nullcontext()
+    dev = getattr(arr, "device", None)
+    return dev if hasattr(dev, "__enter__") else contextlib.nullcontext()
+
+
 def try_compress(x, eb: float, mode: str, predictor: str, threads: int, block_elems):
     """Compress a CUDA array on the device; None where the CPU driver must do it."""
     from . import api
@@ -145,8 +158,9 @@ def try_compress(x, eb: float, mode: str, predictor: str, threads: int, block_el
     code = api.PREDICTORS[predictor]
     if not mod.supports(code, eb_abs, n):
         return None
-    data = mod.compress(data_ptr(keep), list(shape), _arrays.DTYPE_CODES[name], api.MODES[mode], eb, eb_abs,
-                        threads, int(block_elems or 0), code, stream_of(keep))
+    with on_device_of(keep):
+        data = mod.compress(data_ptr(keep), list(shape), _arrays.DTYPE_CODES[name], api.MODES[mode], eb, eb_abs,
+                            threads, int(block_elems or 0), code, stream_of(keep))
     c = api.Compressed(data)
     c._origin = origin
     return c
@@ -162,7 +176,8 @@ def try_decompress_into_new(data, shape, name: str, origin: _arrays.Origin):
         return None
     out = cuda_empty(shape, name, origin)
     nbytes = math.prod(shape) * _arrays.storage_dtype(name).itemsize
-    mod.decompress_into(view, data_ptr(out), nbytes, stream_of(out))
+    with on_device_of(out):
+        mod.decompress_into(view, data_ptr(out), nbytes, stream_of(out))
     return out
 
 
@@ -172,8 +187,8 @@ def shared_path_compress(x: np.ndarray, eb_abs: float, *, dtype: str | None = No
                          threads: int = 1, predictor: str = "lorenzo") -> bytes:
     """Compress a numpy array with the device driver's source on the CPU (OpenMP device system).
 
-    Absolute bound only (the API's rel/psnr arithmetic is the same for every
-    backend). Returns the stream bytes.
+    Absolute bound only (the API turns rel into abs the same way for every
+    backend); predictor "lorenzo" or "interp". Returns the stream bytes.
     """
     if _shared_path is None:
         raise RuntimeError("ebzip._shared_path was not built (no Thrust headers at build time)")
@@ -185,7 +200,7 @@ def shared_path_compress(x: np.ndarray, eb_abs: float, *, dtype: str | None = No
 
 
 def shared_path_decompress(data) -> np.ndarray:
-    """Decode a lorenzo stream with the device driver's source on the CPU; returns the storage array."""
+    """Decode a lorenzo or interp stream with the device driver's source on the CPU; returns the storage array."""
     if _shared_path is None:
         raise RuntimeError("ebzip._shared_path was not built (no Thrust headers at build time)")
     from . import _core
