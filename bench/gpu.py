@@ -107,7 +107,7 @@ def row_ebzip_cpu(x, eb, args):
 
     def comp():
         t0 = time.perf_counter()
-        c = ebzip.compress(x, eb, predictor="lorenzo", threads=args.threads)
+        c = ebzip.compress(x, eb, predictor=args.predictor, threads=args.threads)
         return time.perf_counter() - t0, c
 
     tc, c = best_of(args.repeat, comp)
@@ -126,7 +126,7 @@ def row_ebzip_cpu(x, eb, args):
 def row_shared_path(x, eb, args):
     def comp():
         t0 = time.perf_counter()
-        s = _device.shared_path_compress(x, eb, threads=args.threads)
+        s = _device.shared_path_compress(x, eb, threads=args.threads, predictor=args.predictor)
         return time.perf_counter() - t0, s
 
     tc, s = best_of(args.repeat, comp)
@@ -160,7 +160,7 @@ def row_ebzip_cuda(x, eb, args):
     xg = torch.from_numpy(x).cuda()
     torch.cuda.reset_peak_memory_stats()
     _device._cuda.pool_high_water(True)
-    tc, c = best_of(args.repeat, lambda: timed(lambda: ebzip.compress(xg, eb, predictor="lorenzo")))
+    tc, c = best_of(args.repeat, lambda: timed(lambda: ebzip.compress(xg, eb, predictor=args.predictor)))
     td, y = best_of(args.repeat, lambda: timed(lambda: ebzip.decompress(c)))
     assert y.is_cuda, "decompress left the device"
     high = torch.cuda.max_memory_allocated() + _device._cuda.pool_high_water(False)
@@ -219,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes-mb", default="256,1024,4096", help="synthetic sizes in MB (comma-separated)")
     ap.add_argument("--rel", type=float, default=1e-3, help="bound as a fraction of each array's value range")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--predictor", default="lorenzo", choices=["lorenzo", "interp", "auto"],
+                    help="ebzip's predictor in every ebzip row")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--fields", type=int, default=None, help="at most this many shared fields (default all)")
     ap.add_argument("--cpu-max-mb", type=float, default=256,
