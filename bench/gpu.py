@@ -219,8 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes-mb", default="256,1024,4096", help="synthetic sizes in MB (comma-separated)")
     ap.add_argument("--rel", type=float, default=1e-3, help="bound as a fraction of each array's value range")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--predictor", default="lorenzo", choices=["lorenzo", "interp", "auto"],
-                    help="ebzip's predictor in every ebzip row")
+    ap.add_argument("--predictor", default="lorenzo", choices=["lorenzo", "interp"],
+                    help="ebzip's predictor in every ebzip row (the device driver runs these two)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--fields", type=int, default=None, help="at most this many shared fields (default all)")
     ap.add_argument("--cpu-max-mb", type=float, default=256,

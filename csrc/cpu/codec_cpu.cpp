@@ -939,37 +939,8 @@ std::vector<CompressParams> candidates(const CompressParams& p, const std::vecto
   return c;
 }
 
-}  // namespace
-
-constexpr uint64_t kSampleFraction = 16;  // above kWholeTrialElems, each candidate encodes ~1/16 of the array
-
-std::vector<CompressParams> parts::auto_candidates(const CompressParams& p, const std::vector<uint64_t>& shape) {
-  return candidates(p, shape);
-}
-
-Header parts::estimate_header(const std::vector<uint64_t>& shape, const CompressParams& p) {
-  Header h = plan_header(shape, p);
-  if (h.pipeline == Pipeline::interp) TileGrid::choose_tile(h.pred, int64_t(p.block_elems), h.tile);
-  return h;
-}
-
-std::vector<int64_t> parts::sample_blocks(int64_t nb, uint64_t n) {
-  const uint64_t want = std::max<uint64_t>(n / kSampleFraction, kWholeTrialElems);
-  const int64_t per = int64_t(std::max<uint64_t>(1, n / uint64_t(nb)));
-  const int64_t m = std::min<int64_t>(nb, std::max<int64_t>(1, int64_t(want) / per));
-  std::vector<int64_t> ids;
-  for (int64_t i = 0; i < m; ++i) ids.push_back((2 * i + 1) * nb / (2 * m));  // centred in equal shares
-  return ids;
-}
-
-double parts::scaled_size(uint64_t codebook_bytes, const std::vector<uint64_t>& chunk_bytes, uint64_t elems,
-                          uint64_t n) {
-  uint64_t bytes = codebook_bytes;
-  for (auto b : chunk_bytes) bytes += b + 16;
-  return double(bytes) * double(n) / double(elems);
-}
-
-namespace {
+constexpr uint64_t kWholeTrialElems = uint64_t(1) << 15;  // below this, "auto" tries every predictor on it all
+constexpr uint64_t kSampleFraction = 16;                   // otherwise each candidate encodes ~1/16 of it
 
 // Estimated stream size of a predictor, from encoding about 1/kSampleFraction
 // of the array (at least one block): a few of its own blocks, evenly spread.
@@ -978,25 +949,42 @@ namespace {
 // 2^20 differ by 2-3%, the same for every interpolation variant).
 template <class T>
 double estimate_size(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
-  const Header h = estimate_header(shape, p);
-  const uint64_t n = h.num_elements();
+  Header h;
+  h.eb_abs = p.eb_abs;
+  h.pred = prediction_shape(shape, p.pred_dims);
+  uint64_t n = 1;
+  for (auto d : shape) n *= d;
+  uint32_t radius = p.radius;
+  while (radius > 512 && uint64_t(radius) / 2 >= n) radius /= 2;
   const auto* x = static_cast<const typename T::storage*>(data);
-  auto run = [&](const auto& pr) {
-    const std::vector<int64_t> ids = sample_blocks(pr.n_blocks(), n);
-    const Encoded e = encode_predictive(pr, 2 * h.radius, p.threads, ids);
-    std::vector<uint64_t> sizes;
-    uint64_t elems = 0;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      sizes.push_back(e.chunks[i].bytes.size());
-      elems += pr.block_count(ids[i]);
-    }
-    return scaled_size(e.codebook.size(), sizes, elems, n);
+  const uint64_t want = std::max<uint64_t>(n / kSampleFraction, kWholeTrialElems);
+  auto sample = [&](const auto& pred) {
+    std::vector<int64_t> ids;
+    const int64_t nb = pred.n_blocks();
+    const int64_t per = int64_t(std::max<uint64_t>(1, n / uint64_t(nb)));
+    const int64_t m = std::min<int64_t>(nb, std::max<int64_t>(1, int64_t(want) / per));
+    for (int64_t i = 0; i < m; ++i) ids.push_back((2 * i + 1) * nb / (2 * m));  // centred in equal shares
+    return ids;
   };
-  if (h.pipeline == Pipeline::interp)
-    return run(InterpPredictor<T>(x, nullptr, TileGrid::make(h.pred, h.tile), h.eb_abs, h.interp, int64_t(h.radius)));
+  auto scale = [&](const Encoded& e, const std::vector<int64_t>& ids, const auto& pred) {
+    uint64_t bytes = e.codebook.size(), elems = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      bytes += e.chunks[i].bytes.size() + 16;
+      elems += pred.block_count(ids[i]);
+    }
+    return double(bytes) * double(n) / double(elems);
+  };
+  if (p.predictor == Predictor::interp) {
+    TileGrid::choose_tile(h.pred, int64_t(p.block_elems), h.tile);
+    const InterpPredictor<T> pr(x, nullptr, TileGrid::make(h.pred, h.tile), h.eb_abs, p.interp, radius);
+    const auto ids = sample(pr);
+    return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
+  }
   const uint8_t grid_bits = lorenzo_grid_bits(finite_range(data, n, p.dtype, p.threads), h.eb_abs);
-  return run(LorenzoPredictor<T>{x, nullptr, BlockGrid::make(h.pred, int64_t(p.block_elems)),
-                                 Quantizer::make<T>(h.eb_abs), int64_t(h.radius), grid_bits});
+  const LorenzoPredictor<T> pr{x, nullptr, BlockGrid::make(h.pred, int64_t(p.block_elems)), Quantizer::make<T>(h.eb_abs),
+                               int64_t(radius), grid_bits};
+  const auto ids = sample(pr);
+  return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
 }
 
 // "auto": tiny arrays are compressed with every candidate and the smallest

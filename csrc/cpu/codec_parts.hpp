@@ -31,18 +31,6 @@ PredShape prediction_shape(const std::vector<uint64_t>& shape, int max_dims = kM
 Header plan_header(const std::vector<uint64_t>& shape, const CompressParams& p);
 uint8_t lorenzo_grid_bits(const Range& r, double eb_abs);
 
-// predictor="auto": the candidates, and how a candidate's stream size is
-// estimated from a sample of its blocks (arrays of at most kWholeTrialElems
-// are compressed with every candidate instead); both drivers choose alike.
-constexpr uint64_t kWholeTrialElems = uint64_t(1) << 15;
-std::vector<CompressParams> auto_candidates(const CompressParams& p, const std::vector<uint64_t>& shape);
-// The header a candidate's estimate encodes with (interp tiles from p.block_elems).
-Header estimate_header(const std::vector<uint64_t>& shape, const CompressParams& p);
-// Which of n_blocks blocks (or tiles) of an n-element array the estimate encodes.
-std::vector<int64_t> sample_blocks(int64_t n_blocks, uint64_t n);
-// The estimate: sampled codebook + chunk bytes (+16 table bytes each), scaled to n elements.
-double scaled_size(uint64_t codebook_bytes, const std::vector<uint64_t>& chunk_bytes, uint64_t elems, uint64_t n);
-
 struct Codebook {
   uint32_t first_symbol = 0;
   std::vector<uint8_t> lengths;  // for symbols first_symbol ..

@@ -34,7 +34,6 @@
 #include <thrust/transform.h>
 #include <thrust/transform_reduce.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -301,39 +300,32 @@ struct IsSet {
   EBZ_HD bool operator()(uint8_t f) const { return f != 0; }
 };
 
-// Symbol position j -> array element: the identity when every block is
-// encoded, else a table (the sampled blocks of an "auto" estimate).
-struct ElementOf {
-  const int64_t* table;
-  EBZ_HD_INLINE int64_t operator()(int64_t j) const { return table ? table[j] : j; }
-};
-
 template <class G>
 struct OutlierSize {
   DeltaOf<G> delta;
-  ElementOf elem;
-  EBZ_HD uint64_t operator()(int64_t j) const { return uint64_t(varint_size(zigzag(delta(elem(j))))); }
+  EBZ_HD uint64_t operator()(int64_t i) const { return uint64_t(varint_size(zigzag(delta(i)))); }
 };
 template <class G>
 struct OutlierWrite {
   DeltaOf<G> delta;
-  ElementOf elem;
   const int64_t* index;
   const uint64_t* offset;
   uint8_t* out;
-  EBZ_HD void operator()(int64_t k) const { write_varint(out + offset[k], zigzag(delta(elem(index[k])))); }
+  EBZ_HD void operator()(int64_t k) const { write_varint(out + offset[k], zigzag(delta(index[k]))); }
 };
 
 template <class S>
 struct Gather {
   const S* x;
-  ElementOf elem;
-  EBZ_HD S operator()(int64_t j) const { return x[elem(j)]; }
+  EBZ_HD S operator()(int64_t i) const { return x[i]; }
 };
 
-// Positions in a sorted index list where each chunk's symbols begin (starts: each chunk's first, then the end).
+// Positions in a sorted index list where each block's elements begin (and n).
 std::vector<int64_t> per_block_begin(const DeviceBuffer<int64_t>& sorted_index, int64_t count,
-                                     const std::vector<int64_t>& starts, const Exec& ex) {
+                                     const std::vector<BlockMeta>& meta, int64_t n, const Exec& ex) {
+  std::vector<int64_t> starts(meta.size() + 1);
+  for (size_t b = 0; b < meta.size(); ++b) starts[b] = meta[b].start;
+  starts[meta.size()] = n;
   DeviceBuffer<int64_t> d_starts(starts.size(), ex), d_pos(starts.size(), ex);
   upload(d_starts, starts, ex);
   thrust::lower_bound(ex.policy(), sorted_index.get(), sorted_index.get() + count, d_starts.get(),
@@ -357,14 +349,10 @@ struct HostSides {
 
 // From the chunks' symbols on the device to the stream: histogram, codebook
 // (host), Huffman lanes (device), payloads, zstd and assembly (host).
-struct Encoded {
-  std::vector<uint8_t> codebook;  // the codebook section's stored bytes
-  std::vector<Chunk> chunks;
-};
-
 template <class S>
-Encoded encode_chunks(const Header& h, const std::vector<ChunkSpan>& spans, const uint16_t* codes, int64_t n_codes,
-                      const HostSides<S>& sides, bool with_index, int host_threads, const Exec& ex) {
+std::vector<uint8_t> finish_stream(const Header& h, const std::vector<ChunkSpan>& spans, const uint16_t* codes,
+                                   int64_t n_codes, const HostSides<S>& sides, bool with_index, int host_threads,
+                                   const Exec& ex) {
   const int64_t nb = int64_t(spans.size());
   const uint32_t alphabet = 2 * h.radius;
   // Histogram: sorted copy of the symbols, then where each symbol's run ends.
@@ -423,13 +411,12 @@ Encoded encode_chunks(const Header& h, const std::vector<ChunkSpan>& spans, cons
     raw[size_t(b)] = cpu::parts::payload_bytes(nbits, lane, lane_len, side);
     try_zstd[size_t(b)] = cpu::parts::zstd_may_pay(nbits[0] + nbits[1], uint64_t(spans[size_t(b)].count));
   }
-  return Encoded{cpu::parts::codebook_section(cb), cpu::parts::store_chunks(raw, try_zstd, host_threads)};
+  const std::vector<Chunk> chunks = cpu::parts::store_chunks(raw, try_zstd, host_threads);
+  return cpu::parts::write_stream(h, cpu::parts::codebook_section(cb), chunks);
 }
 
-// ids: the blocks to encode, in order (all of them when empty).
 template <class T, class G>
-Encoded encode_lorenzo(const typename T::storage* x, const Header& h, std::vector<int64_t> ids, int host_threads,
-                       const Exec& ex) {
+std::vector<uint8_t> compress_lorenzo(const typename T::storage* x, const Header& h, int host_threads, const Exec& ex) {
   using S = typename T::storage;
   const int64_t n = int64_t(h.num_elements());
   const BlockGrid grid = BlockGrid::make(h.pred, int64_t(h.block_elems));
@@ -448,67 +435,41 @@ Encoded encode_lorenzo(const typename T::storage* x, const Header& h, std::vecto
   const DeltaOf<G> delta{d_meta.get(), grid, scratch.get()};
   thrust::for_each_n(ex.policy(), Counter(0), n, SymbolElement<G>{delta, int64_t(h.radius), codes.get()});
 
-  // The chunks' symbols side by side (a sample: copied out of the whole).
-  const bool all = ids.empty();
-  if (all)
-    for (int64_t b = 0; b < grid.n_blocks; ++b) ids.push_back(b);
-  std::vector<ChunkSpan> spans(ids.size());
-  std::vector<int64_t> starts(ids.size() + 1);
-  int64_t m = 0;
-  for (size_t k = 0; k < ids.size(); ++k) {
-    spans[k] = ChunkSpan{m, meta[size_t(ids[k])].count};
-    starts[k] = m;
-    m += meta[size_t(ids[k])].count;
-  }
-  starts[ids.size()] = m;
-  DeviceBuffer<int64_t> table(all ? 0 : size_t(m), ex);
-  DeviceBuffer<uint16_t> sub_codes(all ? 0 : size_t(m), ex);
-  DeviceBuffer<uint8_t> sub_exact(all ? 0 : size_t(m), ex);
-  if (!all) {
-    for (size_t k = 0; k < ids.size(); ++k) {
-      const BlockMeta& b = meta[size_t(ids[k])];
-      thrust::copy_n(ex.policy(), Counter(b.start), b.count, table.get() + starts[k]);
-      thrust::copy_n(ex.policy(), codes.get() + b.start, b.count, sub_codes.get() + starts[k]);
-      thrust::copy_n(ex.policy(), exact.get() + b.start, b.count, sub_exact.get() + starts[k]);
-    }
-  }
-  const ElementOf elem{table.get()};
-  const uint16_t* c = all ? codes.get() : sub_codes.get();
-  const uint8_t* e = all ? exact.get() : sub_exact.get();
-
   HostSides<S> sides;
-  // Outliers (symbol 0): their positions in order, varint sizes, offsets, bytes.
-  const int64_t n_out = thrust::count_if(ex.policy(), c, c + m, IsZero{});
+  // Outliers (symbol 0): their indices in order, varint sizes, offsets, bytes.
+  const int64_t n_out = thrust::count_if(ex.policy(), codes.get(), codes.get() + n, IsZero{});
   {
     DeviceBuffer<int64_t> out_index(size_t(n_out), ex);
     DeviceBuffer<uint64_t> out_off(size_t(n_out) + 1, ex);
-    thrust::copy_if(ex.policy(), Counter(0), Counter(m), c, out_index.get(), IsZero{});
+    thrust::copy_if(ex.policy(), Counter(0), Counter(n), codes.get(), out_index.get(), IsZero{});
     thrust::fill_n(ex.policy(), out_off.get() + n_out, 1, uint64_t(0));
-    thrust::transform(ex.policy(), out_index.get(), out_index.get() + n_out, out_off.get(), OutlierSize<G>{delta, elem});
+    thrust::transform(ex.policy(), out_index.get(), out_index.get() + n_out, out_off.get(), OutlierSize<G>{delta});
     thrust::exclusive_scan(ex.policy(), out_off.get(), out_off.get() + n_out + 1, out_off.get());
     sides.outlier_off = download(out_off, size_t(n_out) + 1, ex);
     DeviceBuffer<uint8_t> out_bytes(sides.outlier_off.back(), ex);
     thrust::for_each_n(ex.policy(), Counter(0), n_out,
-                       OutlierWrite<G>{delta, elem, out_index.get(), out_off.get(), out_bytes.get()});
+                       OutlierWrite<G>{delta, out_index.get(), out_off.get(), out_bytes.get()});
     sides.outliers = download(out_bytes, sides.outlier_off.back(), ex);
-    sides.outlier_begin = per_block_begin(out_index, n_out, starts, ex);
+    sides.outlier_begin = per_block_begin(out_index, n_out, meta, n, ex);
   }
-  // Exact values: positions in order and the raw values.
-  const int64_t n_exact = thrust::count_if(ex.policy(), e, e + m, IsSet{});
+  // Exact values: indices in order and the raw values.
+  const int64_t n_exact = thrust::count_if(ex.policy(), exact.get(), exact.get() + n, IsSet{});
   {
     DeviceBuffer<int64_t> ex_index(size_t(n_exact), ex);
     DeviceBuffer<S> ex_vals(size_t(n_exact), ex);
-    thrust::copy_if(ex.policy(), Counter(0), Counter(m), e, ex_index.get(), IsSet{});
-    thrust::transform(ex.policy(), ex_index.get(), ex_index.get() + n_exact, ex_vals.get(), Gather<S>{x, elem});
-    const std::vector<int64_t> pos = download(ex_index, size_t(n_exact), ex);
+    thrust::copy_if(ex.policy(), Counter(0), Counter(n), exact.get(), ex_index.get(), IsSet{});
+    thrust::transform(ex.policy(), ex_index.get(), ex_index.get() + n_exact, ex_vals.get(), Gather<S>{x});
+    const std::vector<int64_t> global = download(ex_index, size_t(n_exact), ex);
     sides.exact = download(ex_vals, size_t(n_exact), ex);
-    sides.exact_begin = per_block_begin(ex_index, n_exact, starts, ex);
-    sides.exact_index.resize(pos.size());
-    for (size_t k = 0; k < ids.size(); ++k)
-      for (int64_t q = sides.exact_begin[k]; q < sides.exact_begin[k + 1]; ++q)
-        sides.exact_index[size_t(q)] = uint32_t(pos[size_t(q)] - starts[k]);
+    sides.exact_begin = per_block_begin(ex_index, n_exact, meta, n, ex);
+    sides.exact_index.resize(global.size());
+    for (size_t b = 0; b < meta.size(); ++b)
+      for (int64_t e = sides.exact_begin[b]; e < sides.exact_begin[b + 1]; ++e)
+        sides.exact_index[size_t(e)] = uint32_t(global[size_t(e)] - meta[b].start);
   }
-  return encode_chunks<S>(h, spans, c, m, sides, true, host_threads, ex);
+  std::vector<ChunkSpan> spans(meta.size());
+  for (size_t b = 0; b < meta.size(); ++b) spans[b] = ChunkSpan{meta[b].start, meta[b].count};
+  return finish_stream<S>(h, spans, codes.get(), n, sides, true, host_threads, ex);
 }
 
 // ---------------------------------------------------------------- interpolation
@@ -525,7 +486,6 @@ struct GatherTiles {
   EBZ_HD void operator()(int64_t i) const {
     int64_t b, local;
     grid.locate(i, b, local);
-    if (tile_off[b] < 0) return;  // a tile the sample leaves out
     if (into_tiles) to[tile_off[b] + local] = from[i];
     else to[i] = from[tile_off[b] + local];
   }
@@ -540,8 +500,7 @@ struct InterpEncodeTile {
   using S = typename T::storage;
   using B = InterpBuffer<T>;
   TileGrid grid;
-  const int64_t* tiles;     // k-th encoded tile
-  const int64_t* tile_off;  // where the k-th encoded tile's points go
+  const int64_t* tile_off;
   const S* xt;
   B* buf;
   uint16_t* codes;
@@ -551,9 +510,9 @@ struct InterpEncodeTile {
   InterpConfig cfg;
   Quantizer qz;
   int64_t radius;
-  EBZ_HD void operator()(int64_t k) const {
-    const TileGrid::Tile t = grid.block(tiles[k]);
-    const int64_t off = tile_off[k];
+  EBZ_HD void operator()(int64_t b) const {
+    const TileGrid::Tile t = grid.block(b);
+    const int64_t off = tile_off[b];
     const S* x = xt + off;
     uint16_t* c = codes + off;
     S* room = exact_room + off;
@@ -566,7 +525,7 @@ struct InterpEncodeTile {
       if (code == 0) room[n_exact++] = x[i];
       return v;
     });
-    exact_count[k] = n_exact;
+    exact_count[b] = n_exact;
   }
 };
 
@@ -588,51 +547,39 @@ std::vector<int64_t> tile_offsets(const TileGrid& grid) {
   return off;
 }
 
-// ids: the tiles to encode, in order (all of them when empty).
 template <class T>
-Encoded encode_interp(const typename T::storage* x, const Header& h, std::vector<int64_t> ids, int host_threads,
-                      const Exec& ex) {
+std::vector<uint8_t> compress_interp(const typename T::storage* x, const Header& h, int host_threads, const Exec& ex) {
   using S = typename T::storage;
   const int64_t n = int64_t(h.num_elements());
   const TileGrid grid = TileGrid::make(h.pred, h.tile);
-  if (ids.empty())
-    for (int64_t b = 0; b < grid.n_blocks; ++b) ids.push_back(b);
-  const int64_t nk = int64_t(ids.size());
-  // Where each encoded tile's points go (and -1 for the tiles left out).
-  std::vector<int64_t> off_of_tile(size_t(grid.n_blocks), -1), off(size_t(nk) + 1, 0);
-  for (int64_t k = 0; k < nk; ++k) {
-    off_of_tile[size_t(ids[size_t(k)])] = off[size_t(k)];
-    off[size_t(k) + 1] = off[size_t(k)] + grid.block(ids[size_t(k)]).size;
-  }
-  const int64_t m = off.back();
-  DeviceBuffer<int64_t> d_tile_off(off_of_tile.size(), ex), d_off(off.size(), ex), d_ids(ids.size(), ex);
-  upload(d_tile_off, off_of_tile, ex);
+  const int64_t nb = grid.n_blocks;
+  const std::vector<int64_t> off = tile_offsets(grid);
+  DeviceBuffer<int64_t> d_off(off.size(), ex);
   upload(d_off, off, ex);
-  upload(d_ids, ids, ex);
   const std::vector<InterpLevels> lv(1, InterpLevels::make(h.eb_abs, h.interp));
   DeviceBuffer<InterpLevels> d_lv(1, ex);
   upload(d_lv, lv, ex);
 
-  DeviceBuffer<S> xt(size_t(m), ex), room(size_t(m), ex);
-  DeviceBuffer<InterpBuffer<T>> buf(size_t(m), ex);
-  DeviceBuffer<uint16_t> codes(size_t(m), ex);
-  DeviceBuffer<int64_t> exact_count(size_t(nk) + 1, ex);
-  thrust::for_each_n(ex.policy(), Counter(0), n, GatherTiles<S>{grid, d_tile_off.get(), x, xt.get(), true});
-  thrust::for_each_n(ex.policy(), Counter(0), nk,
-                     InterpEncodeTile<T>{grid, d_ids.get(), d_off.get(), xt.get(), buf.get(), codes.get(), room.get(),
+  DeviceBuffer<S> xt(size_t(n), ex), room(size_t(n), ex);
+  DeviceBuffer<InterpBuffer<T>> buf(size_t(n), ex);
+  DeviceBuffer<uint16_t> codes(size_t(n), ex);
+  DeviceBuffer<int64_t> exact_count(size_t(nb) + 1, ex);
+  thrust::for_each_n(ex.policy(), Counter(0), n, GatherTiles<S>{grid, d_off.get(), x, xt.get(), true});
+  thrust::for_each_n(ex.policy(), Counter(0), nb,
+                     InterpEncodeTile<T>{grid, d_off.get(), xt.get(), buf.get(), codes.get(), room.get(),
                                          exact_count.get(), d_lv.get(), h.interp, Quantizer::make<T>(h.eb_abs),
                                          int64_t(h.radius)});
   // Exact values: offsets by a scan of the per-tile counts, packed on the device.
   HostSides<S> sides;
-  thrust::fill_n(ex.policy(), exact_count.get() + nk, 1, int64_t(0));
-  thrust::exclusive_scan(ex.policy(), exact_count.get(), exact_count.get() + nk + 1, exact_count.get());
-  sides.exact_begin = download(exact_count, size_t(nk) + 1, ex);
+  thrust::fill_n(ex.policy(), exact_count.get() + nb, 1, int64_t(0));
+  thrust::exclusive_scan(ex.policy(), exact_count.get(), exact_count.get() + nb + 1, exact_count.get());
+  sides.exact_begin = download(exact_count, size_t(nb) + 1, ex);
   DeviceBuffer<S> packed(size_t(sides.exact_begin.back()), ex);
-  thrust::for_each_n(ex.policy(), Counter(0), nk, PackExact<S>{d_off.get(), exact_count.get(), room.get(), packed.get()});
+  thrust::for_each_n(ex.policy(), Counter(0), nb, PackExact<S>{d_off.get(), exact_count.get(), room.get(), packed.get()});
   sides.exact = download(packed, size_t(sides.exact_begin.back()), ex);
-  std::vector<ChunkSpan> spans(static_cast<size_t>(nk));
-  for (int64_t k = 0; k < nk; ++k) spans[size_t(k)] = ChunkSpan{off[size_t(k)], off[size_t(k) + 1] - off[size_t(k)]};
-  return encode_chunks<S>(h, spans, codes.get(), m, sides, false, host_threads, ex);
+  std::vector<ChunkSpan> spans(static_cast<size_t>(nb));
+  for (int64_t b = 0; b < nb; ++b) spans[size_t(b)] = ChunkSpan{off[size_t(b)], off[size_t(b) + 1] - off[size_t(b)]};
+  return finish_stream<S>(h, spans, codes.get(), n, sides, false, host_threads, ex);
 }
 
 // ---------------------------------------------------------------- decompress
@@ -880,81 +827,6 @@ void decompress_interp(const cpu::parts::Layout& L, void* out, const Exec& ex) {
   ex.sync();
 }
 
-// ---------------------------------------------------------------- fixed and "auto" predictors
-
-// Encodes blocks `ids` (all when empty) with the pipeline h names; sets
-// h.grid_bits for Lorenzo from the data's range, as the CPU driver does.
-template <class T>
-Encoded encode_fixed(const typename T::storage* x, Header& h, const std::vector<int64_t>& ids, int threads,
-                     const Exec& ex) {
-  if (h.pipeline == Pipeline::interp) return encode_interp<T>(x, h, ids, threads, ex);
-  const int64_t n = int64_t(h.num_elements());
-  const FiniteRange r = thrust::transform_reduce(ex.policy(), Counter(0), Counter(n), FiniteOf<T>{x},
-                                                 FiniteRange{INFINITY, -INFINITY, 0}, MergeRange{});
-  h.grid_bits = cpu::parts::lorenzo_grid_bits(cpu::Range{r.lo, r.hi, r.n}, h.eb_abs);
-  Encoded e;
-  dispatch_grid(h.grid_bits, [&](auto g) { e = encode_lorenzo<T, decltype(g)>(x, h, ids, threads, ex); });
-  return e;
-}
-
-std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t>& shape, const cpu::CompressParams& p,
-                                    const Exec& ex) {
-  Header h = cpu::parts::plan_header(shape, p);
-  Encoded e;
-  dispatch_dtype(h.dtype, [&](auto t) {
-    using T = decltype(t);
-    e = encode_fixed<T>(static_cast<const typename T::storage*>(data), h, {}, p.threads, ex);
-  });
-  return cpu::parts::write_stream(h, e.codebook, e.chunks);
-}
-
-// The CPU driver's estimate of candidate p's stream size, from the same sample.
-double estimate_size(const void* data, const std::vector<uint64_t>& shape, const cpu::CompressParams& p,
-                     const Exec& ex) {
-  Header h = cpu::parts::estimate_header(shape, p);
-  const uint64_t n = h.num_elements();
-  std::vector<int64_t> counts;
-  if (h.pipeline == Pipeline::interp) {
-    const TileGrid g = TileGrid::make(h.pred, h.tile);
-    for (int64_t b = 0; b < g.n_blocks; ++b) counts.push_back(g.block(b).size);
-  } else {
-    const BlockGrid g = BlockGrid::make(h.pred, int64_t(h.block_elems));
-    for (int64_t b = 0; b < g.n_blocks; ++b) counts.push_back(g.block(b).count);
-  }
-  const std::vector<int64_t> ids = cpu::parts::sample_blocks(int64_t(counts.size()), n);
-  Encoded e;
-  dispatch_dtype(h.dtype, [&](auto t) {
-    using T = decltype(t);
-    e = encode_fixed<T>(static_cast<const typename T::storage*>(data), h, ids, p.threads, ex);
-  });
-  std::vector<uint64_t> sizes;
-  uint64_t elems = 0;
-  for (size_t k = 0; k < ids.size(); ++k) {
-    sizes.push_back(e.chunks[k].bytes.size());
-    elems += uint64_t(counts[size_t(ids[k])]);
-  }
-  return cpu::parts::scaled_size(e.codebook.size(), sizes, elems, n);
-}
-
-// "auto", as the CPU driver chooses: small arrays compressed with every
-// candidate (smallest stream kept), larger ones by the sampled estimate.
-std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>& shape, const cpu::CompressParams& p,
-                                   uint64_t n, const Exec& ex) {
-  const std::vector<cpu::CompressParams> cands = cpu::parts::auto_candidates(p, shape);
-  if (n <= cpu::parts::kWholeTrialElems) {
-    std::vector<uint8_t> best;
-    for (const auto& c : cands) {
-      std::vector<uint8_t> s = compress_fixed(data, shape, c, ex);
-      if (best.empty() || s.size() < best.size()) best = std::move(s);
-    }
-    return best;
-  }
-  std::vector<double> est;
-  for (const auto& c : cands) est.push_back(estimate_size(data, shape, c, ex));
-  const size_t best = size_t(std::min_element(est.begin(), est.end()) - est.begin());
-  return compress_fixed(data, shape, cands[best], ex);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- public
@@ -1018,17 +890,32 @@ int64_t pool_high_water(bool reset) {
 #endif
 }
 
-bool supports(const cpu::CompressParams& p, uint64_t n) { return p.eb_abs > 0 && n > 0; }
+bool supports(const cpu::CompressParams& p, uint64_t n) {
+  return p.predictor != cpu::Predictor::automatic && p.eb_abs > 0 && n > 0;
+}
 
 std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& shape, const cpu::CompressParams& p,
                               uintptr_t stream) {
   const uint64_t n = cpu::parts::checked_count(shape, p);
   if (!supports(p, n))
-    throw std::invalid_argument("the device driver runs a bound > 0 on non-empty arrays (lorenzo, interp or "
-                                "auto); use the CPU driver for the others (same stream format)");
+    throw std::invalid_argument("the device driver runs predictor='lorenzo' or 'interp' with a bound > 0 on "
+                                "non-empty arrays; use the CPU driver for the others (same stream format)");
   const Exec ex(stream);
-  if (p.predictor == cpu::Predictor::automatic) return compress_auto(data, shape, p, n, ex);
-  return compress_fixed(data, shape, p, ex);
+  Header h = cpu::parts::plan_header(shape, p);
+  std::vector<uint8_t> result;
+  dispatch_dtype(h.dtype, [&](auto t) {
+    using T = decltype(t);
+    const auto* x = static_cast<const typename T::storage*>(data);
+    if (h.pipeline == Pipeline::interp) {
+      result = compress_interp<T>(x, h, p.threads, ex);
+      return;
+    }
+    const FiniteRange r = thrust::transform_reduce(ex.policy(), Counter(0), Counter(int64_t(n)), FiniteOf<T>{x},
+                                                   FiniteRange{INFINITY, -INFINITY, 0}, MergeRange{});
+    h.grid_bits = cpu::parts::lorenzo_grid_bits(cpu::Range{r.lo, r.hi, r.n}, h.eb_abs);
+    dispatch_grid(h.grid_bits, [&](auto g) { result = compress_lorenzo<T, decltype(g)>(x, h, p.threads, ex); });
+  });
+  return result;
 }
 
 bool can_decode(const uint8_t* stream_bytes, uint64_t len) {

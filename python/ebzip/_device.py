@@ -10,9 +10,9 @@ Two builds of one driver source may be present:
   run every device functor through it on the CPU.
 
 Both write the CPU driver's bytes for the same input and settings (one
-format), "auto" included: the device driver makes the CPU driver's choice
-from the same sample. What it does not run (a bound of 0, PSNR mode, empty
-arrays) goes through the CPU driver after one copy to host memory.
+format). What the device driver does not run (predictor "auto", whose
+sampling estimator is CPU-driver code; a bound of 0; PSNR mode; empty arrays)
+goes through the CPU driver after one copy to host memory.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def shared_path_compress(x: np.ndarray, eb_abs: float, *, dtype: str | None = No
     """Compress a numpy array with the device driver's source on the CPU (OpenMP device system).
 
     Absolute bound only (the API turns rel into abs the same way for every
-    backend); predictor "lorenzo", "interp" or "auto". Returns the stream bytes.
+    backend); predictor "lorenzo" or "interp". Returns the stream bytes.
     """
     if _shared_path is None:
         raise RuntimeError("ebzip._shared_path was not built (no Thrust headers at build time)")

@@ -49,8 +49,8 @@ def report() -> str:
                      f"sm {c['architectures'].replace(';', ',')}), {state}")
         if c["runtime"]:
             lines.append(f"  CUDA: {c['runtime']}")
-        lines.append("  on the GPU: every predictor, abs/rel bounds > 0; psnr mode and eb=0 go through the CPU driver "
-                     "(same stream format, same bytes)")
+        lines.append("  on the GPU: predictor='lorenzo' or 'interp', abs/rel bounds; everything else (incl. 'auto') "
+                     "goes through the CPU driver (same stream format, same bytes)")
     else:
         lines.append(f"CUDA backend: not built (EBZIP_CUDA={c['build_option']}; nvcc not found at build time or "
                      "switched off); CUDA tensors go through host memory")
