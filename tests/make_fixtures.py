@@ -91,6 +91,9 @@ def fixtures():
     yield "f16_2d_interp_v2", f16, 1e-2, "abs", dict(predictor="interp")
     yield "f32_4d_lorenzo_2axes_v2", smooth((3, 4, 5, 6), 8).astype(np.float32), 1e-3, "abs", \
         dict(_core=dict(predictor=1, pred_dims=2))
+    # the same cube under today's tile policy (4 x block_elems, at least ~4 tiles): the
+    # f32_3d_interp_cubic_v2 stream predates it, so it pins decoding only
+    yield "f32_3d_interp_cubic_tiles_v2", cube, 1e-3, "abs", dict(predictor="interp", block_elems=300)
 
 
 def compress(arr, eb, mode, kw):

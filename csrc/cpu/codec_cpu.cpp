@@ -281,19 +281,29 @@ struct ZstdCtx {
     ZSTD_freeCCtx(c);
     ZSTD_freeDCtx(d);
   }
+  std::vector<uint8_t> scratch;  // per thread (ZstdCtx is thread-cached), reused across chunks
+
   // Compresses `raw`; returns true and fills `out` only if that is smaller.
+  // zstd writes into the scratch buffer and `out` gets exactly the result,
+  // so a chunk held until assembly costs its compressed size, not its raw size.
   bool compress(const std::vector<uint8_t>& raw, std::vector<uint8_t>& out) {
     if (!c) c = ZSTD_createCCtx();
-    out.resize(ZSTD_compressBound(raw.size()));
-    const size_t r = ZSTD_compressCCtx(c, out.data(), out.size(), raw.data(), raw.size(), kZstdLevel);
+    // (full compressBound capacity: with less, zstd gives up on some results that would fit)
+    const size_t bound = ZSTD_compressBound(raw.size());
+    if (scratch.size() < bound) scratch.resize(bound);
+    const size_t r = ZSTD_compressCCtx(c, scratch.data(), bound, raw.data(), raw.size(), kZstdLevel);
     if (ZSTD_isError(r) || r >= raw.size()) return false;
-    out.resize(r);
+    out.assign(scratch.data(), scratch.data() + r);
     return true;
   }
   void decompress(const uint8_t* src, uint64_t len, std::vector<uint8_t>& out, uint64_t max_size) {
     if (!d) d = ZSTD_createDCtx();
     const unsigned long long size = ZSTD_getFrameContentSize(src, len);
-    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size)
+    // A zstd block of at most 128 KiB costs at least 4 bytes (an RLE block), so
+    // no valid frame expands more than 32768x: a tiny forged frame claiming
+    // gigabytes fails here, before the allocation.
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size ||
+        size / 32768 > len)
       throw StreamError("corrupted ebzip stream (bad zstd frame)");
     out.resize(size);
     const size_t r = ZSTD_decompressDCtx(d, out.data(), out.size(), src, len);
@@ -522,6 +532,9 @@ struct PayloadWriter {
     raw.reserve(32 + nbytes[0] + nbytes[1] + sd.outliers.size() + sd.exact_index.size() * 4 + sd.exact_bytes.size());
     ByteSink s{raw};
     for (int lane = 0; lane < kHuffmanLanes; ++lane) s.put<uint64_t>(nbits[lane]);
+    // kMaxBlockElems keeps these within 32 bits; a future change must not wrap them silently
+    if (sd.outliers.size() > UINT32_MAX || sd.exact_count > UINT32_MAX)
+      throw std::length_error("ebzip chunk too large for its 32-bit counts");
     s.put<uint32_t>(sd.n_outliers);
     s.put<uint32_t>(uint32_t(sd.outliers.size()));
     s.put<uint32_t>(uint32_t(sd.exact_count));
@@ -541,9 +554,10 @@ struct Payload {
   const uint8_t* exact_vals = nullptr;
 };
 
-// Parses a chunk payload and Huffman-decodes its `count` codes.
+// Parses a chunk payload and Huffman-decodes its `count` codes into `codes`
+// (sized here, only once the payload's lengths have been checked).
 Payload read_payload(const uint8_t* p, uint64_t len, uint64_t count, int dsize, bool with_index,
-                     const HuffmanDecoder& dec, uint16_t* codes) {
+                     const HuffmanDecoder& dec, std::vector<uint16_t>& code_buf) {
   ByteSource src(p, len, "chunk");
   uint64_t nbits[kHuffmanLanes];
   for (auto& b : nbits) b = src.get<uint64_t>();
@@ -551,7 +565,12 @@ Payload read_payload(const uint8_t* p, uint64_t len, uint64_t count, int dsize, 
   pl.n_outliers = src.get<uint32_t>();
   const uint32_t outlier_bytes = src.get<uint32_t>();
   pl.n_exact = src.get<uint32_t>();
-  if (pl.n_outliers > count || pl.n_exact > count || nbits[0] > count * kMaxCodeLen || nbits[1] > count * kMaxCodeLen)
+  // Every Huffman code is 1..kMaxCodeLen bits, so each lane's bit count is
+  // bounded both ways by its symbol count: a forged chunk claiming many
+  // symbols in few bits fails here, not after decoding them all.
+  const uint64_t mid = lane_begin(count, 1);
+  if (pl.n_outliers > count || pl.n_exact > count || nbits[0] > mid * kMaxCodeLen ||
+      nbits[1] > (count - mid) * kMaxCodeLen || nbits[0] < mid || nbits[1] < count - mid)
     throw StreamError("corrupted ebzip stream (chunk counts)");
   const uint8_t* lane0 = src.take((nbits[0] + 7) / 8);
   const uint8_t* lane1 = src.take((nbits[1] + 7) / 8);
@@ -559,9 +578,10 @@ Payload read_payload(const uint8_t* p, uint64_t len, uint64_t count, int dsize, 
   if (with_index) pl.exact_index = src.take(uint64_t(pl.n_exact) * 4);
   pl.exact_vals = src.take(uint64_t(pl.n_exact) * dsize);
   if (src.pos != src.len) throw StreamError("corrupted ebzip stream (chunk length)");
+  code_buf.resize(count);
+  uint16_t* codes = code_buf.data();
   static_assert(kHuffmanLanes == 2, "decoder interleaves exactly two lanes");
   BitReader br0(lane0, (nbits[0] + 7) / 8), br1(lane1, (nbits[1] + 7) / 8);
-  const uint64_t mid = lane_begin(count, 1);
   if (!dec.decode_two_lanes(br0, codes, mid, br1, codes + mid, count - mid))
     throw StreamError("corrupted ebzip stream (invalid Huffman code)");
   if (br0.bits_consumed() != nbits[0] || br1.bits_consumed() != nbits[1])
@@ -633,7 +653,7 @@ constexpr int64_t kInterpTileFactor = 4;
 // four tiles while block_elems would give it more: tiles are the unit of
 // parallel work.
 int64_t interp_tile_budget(uint64_t block_elems, uint64_t n) {
-  const int64_t big = std::min<int64_t>(kInterpTileFactor * int64_t(block_elems), int64_t(1) << 32);
+  const int64_t big = std::min<int64_t>(kInterpTileFactor * int64_t(block_elems), int64_t(kMaxBlockElems));
   return std::min<int64_t>(big, std::max<int64_t>(int64_t(block_elems), int64_t(n / 4)));
 }
 
@@ -845,9 +865,7 @@ void decode_predictive(const Predictor& pred, int dsize, const CanonicalCode& cc
       const uint64_t count = pred.block_count(b);
       const uint64_t max_size = 40 + count * (kMaxCodeLen / 8 + 1) + 8 + count * 10 + count * (4 + dsize);
       const auto payload = open_chunk(refs[size_t(b)], st.raw, st.z, max_size);
-      st.codes.resize(count);
-      Payload pl = read_payload(payload.first, payload.second, count, dsize, Predictor::kWithIndex, *cc.dec,
-                                st.codes.data());
+      Payload pl = read_payload(payload.first, payload.second, count, dsize, Predictor::kWithIndex, *cc.dec, st.codes);
       pred.reconstruct(b, st.pst, st.codes.data(), pl);
     }
   } body{pred, dsize, cc, refs};
@@ -951,7 +969,13 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
   }
   s.put<uint32_t>(crc32(out.data() + table_begin, out.size() - table_begin));
   out.reserve(out.size() + payload);
-  for (const auto& c : enc.chunks) s.bytes(c.bytes.data(), c.bytes.size());
+  // Free each chunk once copied: for incompressible data (eb=0, noise) the
+  // chunks are as big as the input, and holding them all beside the stream
+  // would double the peak memory.
+  for (auto& c : enc.chunks) {
+    s.bytes(c.bytes.data(), c.bytes.size());
+    std::vector<uint8_t>().swap(c.bytes);
+  }
   return out;
 }
 
@@ -1064,7 +1088,7 @@ std::vector<uint8_t> compress(const void* data, const std::vector<uint64_t>& sha
   if (shape.size() > size_t(kMaxNdim)) throw std::invalid_argument("ebzip supports at most 32 dimensions");
   if (!(p.eb_abs >= 0) || std::isinf(p.eb_abs)) throw std::invalid_argument("error bound must be finite and >= 0");
   if (p.radius < 1 || p.radius > 32768) throw std::invalid_argument("radius must be in [1, 32768]");
-  if (p.block_elems == 0 || p.block_elems > (uint64_t(1) << 32)) throw std::invalid_argument("bad block size");
+  if (p.block_elems == 0 || p.block_elems > kMaxBlockElems) throw std::invalid_argument("bad block size");
   uint64_t n = 1;
   for (auto d : shape) n *= d;
   if (p.predictor != Predictor::automatic || !(p.eb_abs > 0) || n == 0) return compress_fixed(data, shape, p);

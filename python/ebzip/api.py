@@ -175,8 +175,8 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
     nthreads = _threads(threads)
     arr, name, origin = _arrays.to_numpy(x, dtype)
     code = _arrays.DTYPE_CODES[name]
-    if block_elems is not None and not (isinstance(block_elems, (int, np.integer)) and 1 <= block_elems <= 2**32):
-        raise ValueError(f"block_elems must be an integer in [1, 2**32]; got {block_elems!r}")
+    if block_elems is not None and not (isinstance(block_elems, (int, np.integer)) and 1 <= block_elems <= 2**28):
+        raise ValueError(f"block_elems must be an integer in [1, 2**28]; got {block_elems!r}")
 
     if mode == "abs":
         eb_abs = eb
