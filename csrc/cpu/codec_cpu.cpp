@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -355,6 +357,7 @@ struct BlockSide {  // what a block stores beside its Huffman bits
   uint32_t exact_count = 0;
   std::vector<uint32_t> exact_index;  // Lorenzo only
   std::vector<uint8_t> exact_bytes;
+  double sse = 0;  // sum of squared errors, when the predictor tracks it ("auto" sampling)
 };
 
 // ---------------------------------------------------------------- Lorenzo
@@ -592,6 +595,7 @@ Payload read_payload(const uint8_t* p, uint64_t len, uint64_t count, int dsize, 
 struct Encoded {
   std::vector<uint8_t> codebook;  // stored (zstd) codebook section payload
   std::vector<Chunk> chunks;
+  double sse = 0;  // sum of the blocks' squared errors (predictors that track it)
 };
 
 // ---------------------------------------------------------------- predictors
@@ -668,6 +672,7 @@ struct InterpPredictor {
   int64_t radius;
   static constexpr bool kWithIndex = false;
   static constexpr int kMaxLevels = 66;
+  bool track_error = false;  // sum squared errors into BlockSide::sse ("auto" sampling)
   double step[kMaxLevels], inv_step[kMaxLevels];
 
   InterpPredictor(const S* x_, S* out_, const TileGrid& g, double eb, const InterpConfig& c, int64_t r)
@@ -714,7 +719,9 @@ struct InterpPredictor {
         const S xr = T::from_double(pred + double(q) * step[level]);
         if (qz.within_bound<T>(xv, xr)) {
           codes[next++] = uint16_t(q + radius);
-          return T::to_double(xr);
+          const double r = T::to_double(xr);
+          if (track_error) side.sse += (xv - r) * (xv - r);
+          return r;
         }
       }
       codes[next++] = 0;
@@ -790,6 +797,7 @@ Encoded encode_predictive(const Predictor& pred, uint32_t alphabet, int threads,
   const Codebook cb = build_codebook(hist);
   const CanonicalCode cc = make_canonical(cb, alphabet);
   Encoded enc;
+  for (const auto& sd : side) enc.sse += sd.sse;
   {
     std::vector<uint8_t> raw;
     ByteSink s{raw};
@@ -979,13 +987,23 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
   return out;
 }
 
-// The predictors "auto" chooses among (each won on some of our real fields
-// at some bound; full-axes linear interpolation never did well enough to stay).
+// Level-wise bounds "auto" gives interpolation (QoZ): coarse levels, whose
+// points every finer prediction leans on, get eb / 1.25^(level-1), at most
+// eb / 2 (SZ3's default). Measured on our fields: never worse than uniform
+// bounds at equal bits/value by more than noise, up to +7 dB on fields with
+// plateaus (cmip6_siconc).
+constexpr double kAutoAlpha = 1.25, kAutoBeta = 2.0;
+
+// The predictors "auto" tries first (each won on some of our real fields at
+// some bound); the best interpolation among them is then tried with its axis
+// order reversed and with stronger level bounds (see compress_auto).
 std::vector<CompressParams> candidates(const CompressParams& p, const std::vector<uint64_t>& shape) {
   auto make = [&](Predictor pred, bool cubic, int dims) {
     CompressParams c = p;
     c.predictor = pred;
     c.interp.cubic = uint8_t(cubic);
+    c.interp.alpha = kAutoAlpha;
+    c.interp.beta = kAutoBeta;
     c.pred_dims = dims;
     return c;
   };
@@ -1003,13 +1021,35 @@ std::vector<CompressParams> candidates(const CompressParams& p, const std::vecto
 constexpr uint64_t kWholeTrialElems = uint64_t(1) << 15;  // below this, "auto" tries every predictor on it all
 constexpr uint64_t kSampleFraction = 16;                   // otherwise each candidate encodes ~1/16 of it
 
-// Estimated stream size of a predictor, from encoding about 1/kSampleFraction
-// of the array (at least one block): a few of its own blocks, evenly spread.
-// Lorenzo keeps its real slabs (thinner ones would change its prediction
-// dimensions); interpolation tiles are cut to block_elems (ratios at 2^18 and
-// 2^20 differ by 2-3%, the same for every interpolation variant).
+// What encoding a sample with one candidate tells "auto".
+struct Estimate {
+  double bytes = 0;  // the whole stream's estimated size
+  double mse = 0;    // mean squared error over the sampled elements
+};
+
+// Squared error of Lorenzo's pre-quantization (x -> q * 2eb) over x[0, count):
+// Lorenzo's reconstruction is exactly that, whatever the deltas cost.
 template <class T>
-double estimate_size(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p) {
+double prequant_sse(const typename T::storage* x, int64_t count, const Quantizer& qz) {
+  double sse = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t q;
+    if (qz.quantize<T>(x[i], q)) {  // values stored exactly have no error
+      const double d = T::to_double(x[i]) - T::to_double(qz.reconstruct<T>(q));
+      sse += d * d;
+    }
+  }
+  return sse;
+}
+
+// Estimated stream size and error of a predictor, from encoding about
+// 1/kSampleFraction of the array (at least one block): a few of its own
+// blocks, evenly spread. Lorenzo keeps its real slabs (thinner ones would
+// change its prediction dimensions); interpolation tiles are cut to
+// block_elems (ratios at 2^18 and 2^20 differ by 2-3%, the same for every
+// interpolation variant).
+template <class T>
+Estimate estimate(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p, const Range& r) {
   Header h;
   h.eb_abs = p.eb_abs;
   h.pred = prediction_shape(shape, p.pred_dims);
@@ -1027,34 +1067,54 @@ double estimate_size(const void* data, const std::vector<uint64_t>& shape, const
     for (int64_t i = 0; i < m; ++i) ids.push_back((2 * i + 1) * nb / (2 * m));  // centred in equal shares
     return ids;
   };
-  auto scale = [&](const Encoded& e, const std::vector<int64_t>& ids, const auto& pred) {
+  auto scale = [&](const Encoded& e, const std::vector<int64_t>& ids, const auto& pred, double sse) {
     uint64_t bytes = e.codebook.size(), elems = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
       bytes += e.chunks[i].bytes.size() + 16;
       elems += pred.block_count(ids[i]);
     }
-    return double(bytes) * double(n) / double(elems);
+    return Estimate{double(bytes) * double(n) / double(elems), sse / double(std::max<uint64_t>(elems, 1))};
   };
   if (p.predictor == Predictor::interp) {
     TileGrid::choose_tile(h.pred, int64_t(p.block_elems), h.tile);
-    const InterpPredictor<T> pr(x, nullptr, TileGrid::make(h.pred, h.tile), h.eb_abs, p.interp, radius);
+    InterpPredictor<T> pr(x, nullptr, TileGrid::make(h.pred, h.tile), h.eb_abs, p.interp, radius);
+    pr.track_error = true;
     const auto ids = sample(pr);
-    return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
+    const Encoded e = encode_predictive(pr, 2 * radius, p.threads, ids);
+    return scale(e, ids, pr, e.sse);
   }
-  const Range r = finite_range(data, n, p.dtype, p.threads);
   const double max_abs = std::max(std::fabs(r.min), std::fabs(r.max));
   const uint8_t grid_bits = r.n_finite > 0 && !(max_abs / (2.0 * h.eb_abs) < kInt32GridLimit - 1) ? 64 : 32;
   const LorenzoPredictor<T> pr{x, nullptr, BlockGrid::make(h.pred, int64_t(p.block_elems)), Quantizer::make<T>(h.eb_abs),
                                int64_t(radius), grid_bits};
   const auto ids = sample(pr);
-  return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr);
+  double sse = 0;
+  for (auto b : ids) {
+    const auto blk = pr.grid.block(b);
+    sse += prequant_sse<T>(x + blk.start, blk.count, pr.qz);
+  }
+  return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr, sse);
+}
+
+// Rate-distortion score of an estimate: PSNR minus what its bits would buy
+// elsewhere on the curve, `slope` dB per bit/value (the value range cancels
+// out between candidates, so it is left out).
+double rd_score(const Estimate& e, double n, double eb, double slope) {
+  const double mse = std::max(e.mse, eb * eb * 1e-12);  // lossless samples: finite, and all alike
+  return -10.0 * std::log10(mse) - slope * (8.0 * e.bytes / n);
 }
 
 // "auto": tiny arrays are compressed with every candidate and the smallest
-// stream kept; larger ones choose by estimate_size, then compress once.
+// stream kept. Larger ones estimate size and error of each candidate on a
+// sample (side by side, one thread each), then of the best interpolation
+// with its axis order reversed and with stronger level bounds, and compress
+// once with the candidate of the best rate-distortion score (docs/design.md):
+// at equal bits/value the higher PSNR. The slope converting bits to dB is
+// that of typical rate-distortion curves of our fields (SZ3's and ours):
+// about 6 dB per bit at 3 bits/value and above, steeper below (15/bpv).
 std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p,
                                    uint64_t n) {
-  const auto cands = candidates(p, shape);
+  auto cands = candidates(p, shape);
   if (n <= kWholeTrialElems) {
     std::vector<uint8_t> best;
     for (const auto& c : cands) {
@@ -1063,22 +1123,67 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     }
     return best;
   }
-  // Candidates side by side, one thread each: a sample is often one block.
-  std::vector<double> est(cands.size(), 0.0);
-  std::exception_ptr error;
-#pragma omp parallel for num_threads(std::max(1, std::min<int>(p.threads, int(cands.size())))) schedule(dynamic, 1)
-  for (int c = 0; c < int(cands.size()); ++c) {
-    try {
-      CompressParams q = cands[size_t(c)];
-      q.threads = 1;
-      dispatch_dtype(p.dtype, [&](auto t) { est[size_t(c)] = estimate_size<decltype(t)>(data, shape, q); });
-    } catch (...) {
+  const Range range = finite_range(data, n, p.dtype, p.threads);
+  std::vector<Estimate> est;
+  auto run = [&](size_t first) {
+    est.resize(cands.size());
+    std::exception_ptr error;
+    const int m = int(cands.size() - first);
+#pragma omp parallel for num_threads(std::max(1, std::min<int>(p.threads, m))) schedule(dynamic, 1)
+    for (int c = 0; c < m; ++c) {
+      try {
+        CompressParams q = cands[first + size_t(c)];
+        q.threads = 1;
+        dispatch_dtype(p.dtype, [&](auto t) { est[first + size_t(c)] = estimate<decltype(t)>(data, shape, q, range); });
+      } catch (...) {
 #pragma omp critical
-      if (!error) error = std::current_exception();
+        if (!error) error = std::current_exception();
+      }
     }
+    if (error) std::rethrow_exception(error);
+  };
+  auto best_of = [&](bool interp_only) {
+    double min_bytes = INFINITY;
+    for (const auto& e : est) min_bytes = std::min(min_bytes, e.bytes);
+    const double slope = std::max(6.02, 15.0 / std::max(8.0 * min_bytes / double(n), 1e-3));
+    size_t best = cands.size();
+    double best_score = -INFINITY;
+    for (size_t c = 0; c < cands.size(); ++c) {
+      if (interp_only && cands[c].predictor != Predictor::interp) continue;
+      const double sc = rd_score(est[c], double(n), p.eb_abs, slope);
+      if (best == cands.size() || sc > best_score) { best = c; best_score = sc; }
+    }
+    return best;
+  };
+  run(0);
+  const size_t first_round = cands.size();
+  const size_t bi = best_of(true);
+  if (bi < cands.size() && prediction_shape(shape, cands[bi].pred_dims).ndim > 1) {
+    CompressParams rev = cands[bi];
+    for (int k = 0; k < 4; ++k) rev.interp.order[k] = uint8_t(3 - k);
+    CompressParams strong = cands[bi];
+    strong.interp.alpha = 2.0;
+    strong.interp.beta = 4.0;
+    CompressParams flip = cands[bi];
+    flip.interp.cubic = uint8_t(!flip.interp.cubic);
+    bool have_flip = false;
+    for (const auto& c : cands)
+      have_flip |= c.predictor == Predictor::interp && c.pred_dims == flip.pred_dims && c.interp.cubic == flip.interp.cubic;
+    cands.push_back(rev);
+    cands.push_back(strong);
+    if (!have_flip) cands.push_back(flip);
+    run(first_round);
   }
-  if (error) std::rethrow_exception(error);
-  const size_t best = size_t(std::min_element(est.begin(), est.end()) - est.begin());
+  const size_t best = best_of(false);
+  if (std::getenv("EBZIP_AUTO_DEBUG")) {
+    for (size_t c = 0; c < cands.size(); ++c)
+      std::fprintf(stderr, "auto %zu: pred %d cubic %d dims %d order %d%d%d%d ab %.2f/%.2f bpv %.4f psnr-ish %.2f%s\n", c,
+                   int(cands[c].predictor), int(cands[c].interp.cubic), cands[c].pred_dims, cands[c].interp.order[0],
+                   cands[c].interp.order[1], cands[c].interp.order[2], cands[c].interp.order[3], cands[c].interp.alpha,
+                   cands[c].interp.beta, 8 * est[c].bytes / double(n),
+                   -10 * std::log10(std::max(est[c].mse, 1e-300)) + 20 * std::log10(range.max - range.min),
+                   c == best ? " <==" : "");
+  }
   return compress_fixed(data, shape, cands[best]);
 }
 
