@@ -8,8 +8,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -1134,22 +1132,22 @@ Estimate estimate(const void* data, const std::vector<uint64_t>& shape, const Co
   return scale(encode_predictive(pr, 2 * radius, p.threads, ids), ids, pr, sse);
 }
 
-// Rate-distortion score of an estimate: PSNR minus what its bits would buy
-// elsewhere on the curve, `slope` dB per bit/value (the value range cancels
-// out between candidates, so it is left out).
-double rd_score(const Estimate& e, double n, double eb, double slope) {
+// Rate-distortion score of an estimate: its PSNR minus 6.02 dB per bit/value
+// (what one more bit per value buys a uniform quantizer), so that of two
+// candidates the one with the higher PSNR at equal bits/value scores higher.
+// The value range is the same for every candidate and left out.
+constexpr double kDbPerBit = 6.02;
+double rd_score(const Estimate& e, double n, double eb) {
   const double mse = std::max(e.mse, eb * eb * 1e-12);  // lossless samples: finite, and all alike
-  return -10.0 * std::log10(mse) - slope * (8.0 * e.bytes / n);
+  return -10.0 * std::log10(mse) - kDbPerBit * (8.0 * e.bytes / n);
 }
 
 // "auto": tiny arrays are compressed with every candidate and the smallest
 // stream kept. Larger ones estimate size and error of each candidate on a
 // sample (side by side, one thread each), then of the best interpolation
 // with its axis order reversed and with stronger level bounds, and compress
-// once with the candidate of the best rate-distortion score (docs/design.md):
-// at equal bits/value the higher PSNR. The slope converting bits to dB is
-// that of typical rate-distortion curves of our fields (SZ3's and ours):
-// about 6 dB per bit at 3 bits/value and above, steeper below (15/bpv).
+// once with the candidate of the best rate-distortion score (rd_score; see
+// docs/design.md for why not simply the smallest).
 std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>& shape, const CompressParams& p,
                                    uint64_t n) {
   auto cands = candidates(p, shape);
@@ -1181,14 +1179,11 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     if (error) std::rethrow_exception(error);
   };
   auto best_of = [&](bool interp_only) {
-    double min_bytes = INFINITY;
-    for (const auto& e : est) min_bytes = std::min(min_bytes, e.bytes);
-    const double slope = std::max(6.02, 15.0 / std::max(8.0 * min_bytes / double(n), 1e-3));
     size_t best = cands.size();
     double best_score = -INFINITY;
     for (size_t c = 0; c < cands.size(); ++c) {
       if (interp_only && cands[c].predictor != Predictor::interp) continue;
-      const double sc = rd_score(est[c], double(n), p.eb_abs, slope);
+      const double sc = rd_score(est[c], double(n), p.eb_abs);
       if (best == cands.size() || sc > best_score) { best = c; best_score = sc; }
     }
     return best;
@@ -1213,15 +1208,6 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     run(first_round);
   }
   const size_t best = best_of(false);
-  if (std::getenv("EBZIP_AUTO_DEBUG")) {
-    for (size_t c = 0; c < cands.size(); ++c)
-      std::fprintf(stderr, "auto %zu: pred %d cubic %d dims %d order %d%d%d%d ab %.2f/%.2f bpv %.4f psnr-ish %.2f%s\n", c,
-                   int(cands[c].predictor), int(cands[c].interp.cubic), cands[c].pred_dims, cands[c].interp.order[0],
-                   cands[c].interp.order[1], cands[c].interp.order[2], cands[c].interp.order[3], cands[c].interp.alpha,
-                   cands[c].interp.beta, 8 * est[c].bytes / double(n),
-                   -10 * std::log10(std::max(est[c].mse, 1e-300)) + 20 * std::log10(range.max - range.min),
-                   c == best ? " <==" : "");
-  }
   return compress_fixed(data, shape, cands[best]);
 }
 
