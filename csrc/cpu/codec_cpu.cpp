@@ -987,14 +987,15 @@ std::vector<uint8_t> compress_fixed(const void* data, const std::vector<uint64_t
 
 // Level-wise bounds "auto" gives interpolation (QoZ): coarse levels, whose
 // points every finer prediction leans on, get eb / 1.25^(level-1), at most
-// eb / 2 (SZ3's default). Measured on our fields: never worse than uniform
-// bounds at equal bits/value by more than noise, up to +7 dB on fields with
-// plateaus (cmip6_siconc).
+// eb / 2 (SZ3's default). In a model of 7 of our fields at 9 bounds, against
+// uniform bounds at equal bits/value: mean -0.04 to +0.6 dB per field, and
+// +6.8 dB on a field of plateaus (cmip6_siconc at rel 1e-3).
 constexpr double kAutoAlpha = 1.25, kAutoBeta = 2.0;
 
 // The predictors "auto" tries first (each won on some of our real fields at
 // some bound); the best interpolation among them is then tried with its axis
-// order reversed and with stronger level bounds (see compress_auto).
+// order reversed, with stronger level bounds, and cubic <-> linear
+// (see compress_auto).
 std::vector<CompressParams> candidates(const CompressParams& p, const std::vector<uint64_t>& shape) {
   auto make = [&](Predictor pred, bool cubic, int dims) {
     CompressParams c = p;
