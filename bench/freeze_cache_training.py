@@ -153,10 +153,13 @@ def run_variant(variant: str, seed: int, data, args, augs, spill_root: Path) -> 
             flops += 3 * len(xb) * sum(fwd[frozen:])  # forward + backward ~ 3x forward
     wall = time.perf_counter() - t0
     acc = accuracy(stages, x_test, y_test)
+    timing = {}
     if cache is not None:
+        timing = {"decode_s": cache.decode_seconds, "wait_s": cache.wait_seconds,
+                  "build_s": sum(b["build_seconds"] for b in builds)}
         cache.close()
     return {"variant": variant, "seed": seed, "wall_s": wall, "test_acc": acc, "train_flops": flops,
-            "builds": builds, "stage_forward_flops_per_sample": fwd}
+            "builds": builds, "stage_forward_flops_per_sample": fwd, **timing}
 
 
 def mean_std(values):
@@ -169,11 +172,11 @@ def main(argv=None):
     p.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--ablation-seeds", type=int, default=1, help="seeds for the freeze-cache/* ablations")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--freeze-at", type=int, nargs=2, default=[3, 4], metavar=("E1", "E2"),
+    p.add_argument("--ablation-seeds", type=int, default=3, help="seeds for the freeze-cache/* ablations")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--freeze-at", type=int, nargs=2, default=[3, 5], metavar=("E1", "E2"),
                    help="epochs at which 1, then 2 stages freeze")
-    p.add_argument("--train", type=int, default=3000)
+    p.add_argument("--train", type=int, default=2500)
     p.add_argument("--test", type=int, default=1000)
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--batch", type=int, default=128)
@@ -187,6 +190,8 @@ def main(argv=None):
     p.add_argument("--variant-budget", type=float, default=0.25)
     p.add_argument("--variants", default="baseline,plain-freezing,freeze-cache,freeze-cache/no-chaug,"
                                           "freeze-cache/fixed-bound")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch intra-op threads (1: robust to other jobs on the machine; ebzip decodes in its own thread)")
     p.add_argument("--quick", action="store_true", help="1 seed, 4 epochs, 1000 + 500 samples (a smoke run)")
     args = p.parse_args(argv)
     if args.quick:
@@ -194,6 +199,7 @@ def main(argv=None):
     if not (args.data / "manifest.json").is_file():
         print(f"no benchmark data at {args.data}: nothing to do")
         return 0
+    torch.set_num_threads(args.torch_threads)
     data = load_data(args.data, args.dataset, args.train, args.test)
     augs = [Shift(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)]
     variants = args.variants.split(",")
@@ -206,7 +212,9 @@ def main(argv=None):
                 continue
             r = run_variant(v, seed, data, args, augs, args.out)
             records.append(r)
-            print(f"seed {seed} {v:26s} wall {r['wall_s']:6.2f} s  acc {r['test_acc']:6.2f}%", flush=True)
+            extra = (f"  (cache builds {r['build_s']:.2f} s, decoding {r['decode_s']:.2f} s in the prefetch thread, "
+                     f"training waited {r['wait_s']:.2f} s for it)" if "build_s" in r else "")
+            print(f"seed {seed} {v:26s} wall {r['wall_s']:6.2f} s  acc {r['test_acc']:6.2f}%{extra}", flush=True)
     load_after = os.getloadavg()
 
     summary = {}

@@ -128,6 +128,19 @@ def test_dtype_is_kept(digits):
         assert_within(feats, reference(prefix, x.double()[:300]), cache.eb_abs)
 
 
+def test_signed_maps_are_not_clamped(digits):
+    """Maps that are non-negative in the calibration samples but not later keep their negative values."""
+    x, y = digits
+    signed = torch.cat([x[:300], -x[300:]])
+    with FeatureCache(chunk_size=200) as cache:
+        cache.build(nn.Identity(), signed, y, n_frozen=1)
+        assert [c.nonnegative for c in cache._chunks] == [True, False, False]
+        decoded = torch.cat([cache.chunk_features(i) for i in range(3)])
+        assert_within(decoded, signed, cache.eb_abs)
+        assert (decoded[:200][signed[:200] == 0] == 0).all()  # the non-negative chunk keeps exact zeros
+        assert (decoded[300:] < 0).any()
+
+
 def test_augmented_batches(digits):
     """Sensitive channels with variants match prefix(aug(x)) within the bound; the others are aug(cached map)."""
     x, y = digits

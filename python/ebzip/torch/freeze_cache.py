@@ -149,7 +149,7 @@ class ChannelAugmentation:
     threshold: float = 0.1
     variant_budget: float = 0.25
     variants_per_sample: int = 1
-    calibration_samples: int = 256
+    calibration_samples: int = 128
 
     def __post_init__(self):
         self.augmentations = list(self.augmentations)
@@ -192,6 +192,7 @@ class _Chunk:
     aug_ids: np.ndarray | None  # (n, variants_per_sample) indices into the augmentations, or None
     nbytes: int  # base stream
     variant_nbytes: int
+    nonnegative: bool  # every map value >= 0 (after a ReLU): decoded values are clamped at 0
     base: bytes | None = None  # in memory, or None when spilled
     variants: bytes | None = None
     directory: Path | None = None  # where its files are, when on disk
@@ -259,6 +260,10 @@ class FeatureCache:
         self._spilled_files: list[str] = []
         self._meta: dict = {}
         self.history: list[dict] = []  # accounting of every build, in order
+        # time the prefetch thread spent reading, decoding and augmenting chunks, and the time
+        # the training loop waited for it (near 0 when prefetch keeps ahead)
+        self.decode_seconds = 0.0
+        self.wait_seconds = 0.0
 
     # ------------------------------------------------------------ properties
 
@@ -313,10 +318,11 @@ class FeatureCache:
         rows = t.detach().reshape(-1, t.shape[-1]).cpu().contiguous()
         return bytes(ebzip.compress(rows, eb_abs, "abs", predictor=self.predictor, threads=self.threads))
 
-    def _decompress(self, data: bytes, shape: Sequence[int]) -> torch.Tensor:
+    def _decompress(self, data: bytes, shape: Sequence[int], nonnegative: bool) -> torch.Tensor:
         out = ebzip.decompress(data, like="torch", threads=self.threads).reshape(tuple(shape))
-        if self._meta.get("nonnegative"):
-            # the prefix ends in a ReLU: clamping moves a value toward the truth, so it stays within the bound
+        if nonnegative:
+            # every original value was >= 0 (a ReLU): clamping moves a value toward the truth, so it
+            # stays within the bound, and the ReLU's exact zeros come back
             out.clamp_(min=0)
         return out
 
@@ -388,6 +394,9 @@ class FeatureCache:
         value_range = float(cal_f.max()) - float(cal_f.min())
         eb_abs = rel * value_range
         stride = (inputs.shape[2] // cal_f.shape[2], inputs.shape[3] // cal_f.shape[3])
+        if aug is not None and (inputs.shape[2] % cal_f.shape[2] or inputs.shape[3] % cal_f.shape[3]):
+            raise ValueError(f"channel augmentation needs maps whose size divides the input's: "
+                             f"{tuple(inputs.shape[2:])} -> {tuple(cal_f.shape[2:])}")
         channels = cal_f.shape[1]
         mismatch, variant_channels, n_sensitive = None, [], 0
         if aug is not None:
@@ -399,7 +408,7 @@ class FeatureCache:
         self._meta = {
             "n_frozen": n_frozen, "eb_rel": rel, "eb_abs": eb_abs, "value_range": value_range,
             "feature_shape": list(cal_f.shape[1:]), "dtype": str(cal_f.dtype).replace("torch.", ""),
-            "device": str(cal_f.device), "stride": list(stride), "nonnegative": bool(cal_f.min() >= 0),
+            "device": str(cal_f.device), "stride": list(stride),
             "variant_channels": variant_channels,
             "channel_mismatch": None if mismatch is None else [float(v) for v in mismatch],
             "augmentations": [a.to_json() for a in aug.augmentations] if aug else [],
@@ -427,8 +436,10 @@ class FeatureCache:
                         var[j, rows] = fa[:, vc].cpu()
                 raw_variant_bytes += var.numel() * var.element_size()
                 variants = self._compress(var, eb_abs)
+            nonnegative = bool(feats.min() >= 0) and (not variant_channels or bool(var.min() >= 0))
             chunk = _Chunk(n=stop - start, labels=labels[start:stop].clone(), aug_ids=aug_ids,
-                           nbytes=len(base), variant_nbytes=len(variants) if variants is not None else 0)
+                           nbytes=len(base), variant_nbytes=len(variants) if variants is not None else 0,
+                           nonnegative=nonnegative)
             self._store(index, chunk, base, variants)
         base_bytes = sum(c.nbytes for c in self._chunks)
         variant_bytes = sum(c.variant_nbytes for c in self._chunks)
@@ -479,10 +490,11 @@ class FeatureCache:
     def chunk_features(self, index: int) -> torch.Tensor:
         """The decoded base maps of chunk ``index``, in sample order (no shuffle, no augmentation)."""
         chunk = self._chunks[index]
-        return self._decompress(self._read(chunk, "base"), (chunk.n, *self._meta["feature_shape"]))
+        return self._decompress(self._read(chunk, "base"), (chunk.n, *self._meta["feature_shape"]), chunk.nonnegative)
 
     def _prepare(self, index: int, perm: np.ndarray, choice: np.ndarray, start: int):
         """Decode chunk ``index`` and apply the epoch's augmentation; runs in the prefetch thread."""
+        t_start = time.perf_counter()
         chunk = self._chunks[index]
         feats = self.chunk_features(index)
         aug_index = np.full(chunk.n, -1)  # -1: identity
@@ -492,7 +504,8 @@ class FeatureCache:
             if chunk.aug_ids is not None:
                 k = chunk.aug_ids.shape[1]
                 var = self._decompress(self._read(chunk, "variants"),
-                                       (k, chunk.n, len(self._meta["variant_channels"]), *feats.shape[2:]))
+                                       (k, chunk.n, len(self._meta["variant_channels"]), *feats.shape[2:]),
+                                       chunk.nonnegative)
                 vc = torch.tensor(self._meta["variant_channels"], dtype=torch.long)
                 used = choice > 0
                 aug_index[used] = chunk.aug_ids[np.flatnonzero(used), choice[used] - 1]
@@ -507,6 +520,7 @@ class FeatureCache:
                     rows = torch.from_numpy(np.flatnonzero(choice == j + 1))
                     feats[rows.unsqueeze(1), vc.unsqueeze(0)] = var[j, rows]
         p = torch.from_numpy(perm)
+        self.decode_seconds += time.perf_counter() - t_start
         return feats[p], chunk.labels[p], torch.from_numpy(start + perm), torch.from_numpy(aug_index[perm])
 
     @property
@@ -550,7 +564,9 @@ class FeatureCache:
             next_plan = len(pending)
             carry = None
             while pending:
+                t_wait = time.perf_counter()
                 part = pending.pop(0).result()
+                self.wait_seconds += time.perf_counter() - t_wait
                 if next_plan < len(plans):
                     pending.append(pool.submit(self._prepare, *plans[next_plan]))
                     next_plan += 1
@@ -587,10 +603,11 @@ class FeatureCache:
         for index, c in enumerate(self._chunks):
             if c.directory is not None and c.directory.resolve() == path.resolve():
                 files = c.files  # already there (spilled to this directory)
+                c.directory = path
             else:
                 variants = self._read(c, "variants") if c.variant_nbytes else None
                 files = self._write_chunk_files(path, index, self._read(c, "base"), variants)
-            entries.append({"n": c.n, "labels": c.labels.tolist(),
+            entries.append({"n": c.n, "nonnegative": c.nonnegative, "labels": c.labels.tolist(),
                             "labels_dtype": str(c.labels.dtype).replace("torch.", ""),
                             "aug_ids": None if c.aug_ids is None else c.aug_ids.tolist(),
                             "base": files["base"], "variants": files.get("variants")})
@@ -602,6 +619,8 @@ class FeatureCache:
             "bound": self.bound.to_json(), "stats": self.stats, **self._meta, "chunks": entries,
         }
         _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode())
+        if self._spill_dir is not None and self._spill_dir.resolve() == path.resolve():
+            self._spilled_files = []  # they belong to the saved cache now: clear() and close() keep them
         return path
 
     @classmethod
@@ -626,7 +645,7 @@ class FeatureCache:
                     bound=ProgressiveBound(**manifest["bound"]), predictor=manifest["predictor"],
                     prefetch=prefetch, threads=threads, seed=seed)
         keys = ("n_frozen", "eb_rel", "eb_abs", "value_range", "feature_shape", "dtype", "device", "stride",
-                "nonnegative", "variant_channels", "channel_mismatch", "augmentations", "variants_per_sample")
+                "variant_channels", "channel_mismatch", "augmentations", "variants_per_sample")
         try:
             cache._meta = {k: manifest[k] for k in keys}
             for entry in manifest["chunks"]:
@@ -649,7 +668,7 @@ class FeatureCache:
                 cache._chunks.append(_Chunk(n=entry["n"], labels=labels, aug_ids=aug_ids,
                                             nbytes=files["base"]["nbytes"],
                                             variant_nbytes=files["variants"]["nbytes"] if "variants" in files else 0,
-                                            directory=path, files=files))
+                                            nonnegative=bool(entry["nonnegative"]), directory=path, files=files))
         except (KeyError, TypeError, AttributeError) as e:
             raise FreezeCacheError(f"{path / MANIFEST} is incomplete or malformed ({type(e).__name__}: {e})") from None
         if manifest.get("stats"):
