@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import ebzip
-from ebzip.torch import ChannelAugmentation, FeatureCache, ProgressiveBound, ProgressiveFreezer, Shift
+from ebzip.torch import (ChannelAugmentation, FeatureCache, ProgressiveBound, ProgressiveFreezer, Shift,
+                         stage_forward_flops)
 from ebzip.torch.freeze_cache import iterate_tensors, prefix_of, suffix_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,19 +77,6 @@ def load_data(root: Path, name: str, n_train: int, n_test: int):
     return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
 
 
-def forward_flops(stages, x) -> list[int]:
-    """Forward FLOPs per sample of each stage (torch's flop counter)."""
-    flops = []
-    with torch.no_grad():
-        h = x
-        for s in stages:
-            s.eval()
-            with FlopCounterMode(display=False) as counter:
-                h = s(h)
-            flops.append(counter.get_total_flops() // x.shape[0])
-    return flops
-
-
 @torch.no_grad()
 def accuracy(stages, x, y) -> float:
     model = nn.Sequential(*stages).eval()
@@ -101,7 +88,7 @@ def run_variant(variant: str, seed: int, data, args, augs, spill_root: Path) -> 
     x_train, y_train, x_test, y_test = data
     torch.manual_seed(seed)
     stages = make_stages(args.width)
-    fwd = forward_flops(stages, x_train[:8])  # (also builds nothing that training depends on)
+    fwd = stage_forward_flops(stages, x_train[:8])
     torch.manual_seed(seed)
     stages = make_stages(args.width)
     schedule = {} if variant == "baseline" else {args.freeze_at[0]: 1, args.freeze_at[1]: 2}
@@ -123,7 +110,7 @@ def run_variant(variant: str, seed: int, data, args, augs, spill_root: Path) -> 
     flops = 0.0
     builds = []
     frozen = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for epoch in range(args.epochs):
         new_frozen = freezer.start_epoch(epoch)
         if use_cache and new_frozen != frozen and new_frozen > 0:
@@ -151,14 +138,14 @@ def run_variant(variant: str, seed: int, data, args, augs, spill_root: Path) -> 
             opt.step()
             sched.step()
             flops += 3 * len(xb) * sum(fwd[frozen:])  # forward + backward ~ 3x forward
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     acc = accuracy(stages, x_test, y_test)
     timing = {}
     if cache is not None:
         timing = {"decode_s": cache.decode_seconds, "wait_s": cache.wait_seconds,
                   "build_s": sum(b["build_seconds"] for b in builds)}
         cache.close()
-    return {"variant": variant, "seed": seed, "wall_s": wall, "test_acc": acc, "train_flops": flops,
+    return {"variant": variant, "seed": seed, "wall_s": wall, "cpu_s": cpu, "test_acc": acc, "train_flops": flops,
             "builds": builds, "stage_forward_flops_per_sample": fwd, **timing}
 
 
@@ -173,8 +160,8 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--ablation-seeds", type=int, default=3, help="seeds for the freeze-cache/* ablations")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--freeze-at", type=int, nargs=2, default=[3, 5], metavar=("E1", "E2"),
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--freeze-at", type=int, nargs=2, default=[4, 6], metavar=("E1", "E2"),
                    help="epochs at which 1, then 2 stages freeze")
     p.add_argument("--train", type=int, default=2500)
     p.add_argument("--test", type=int, default=1000)
@@ -214,14 +201,14 @@ def main(argv=None):
             records.append(r)
             extra = (f"  (cache builds {r['build_s']:.2f} s, decoding {r['decode_s']:.2f} s in the prefetch thread, "
                      f"training waited {r['wait_s']:.2f} s for it)" if "build_s" in r else "")
-            print(f"seed {seed} {v:26s} wall {r['wall_s']:6.2f} s  acc {r['test_acc']:6.2f}%{extra}", flush=True)
+            print(f"seed {seed} {v:26s} wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  acc {r['test_acc']:6.2f}%{extra}", flush=True)
     load_after = os.getloadavg()
 
     summary = {}
     for v in variants:
         rs = [r for r in records if r["variant"] == v]
         wall, acc = mean_std([r["wall_s"] for r in rs]), mean_std([r["test_acc"] for r in rs])
-        s = {"seeds": len(rs), "wall_s": wall, "test_acc": acc,
+        s = {"seeds": len(rs), "wall_s": wall, "cpu_s": mean_std([r["cpu_s"] for r in rs]), "test_acc": acc,
              "train_flops": statistics.mean(r["train_flops"] for r in rs)}
         if rs[0]["builds"]:
             s["builds"] = [{k: b[k] for k in ("n_frozen", "eb_rel", "eb_abs", "raw_bytes", "compressed_bytes",
@@ -238,10 +225,12 @@ def main(argv=None):
           f"{args.freeze_at[0]}, 2 at {args.freeze_at[1]}, {args.seeds} seed(s) ({args.ablation_seeds} for "
           f"ablations); load avg before {load_before[0]:.2f}"
           f", after {load_after[0]:.2f} (other jobs share this machine)\n")
-    print(f"{'variant':26s} {'seeds':>5s} {'wall s':>14s} {'vs base':>8s} {'FLOPs vs base':>13s} {'test acc %':>14s} "
+    print(f"{'variant':26s} {'seeds':>5s} {'wall s':>14s} {'vs base':>8s} {'CPU s':>14s} {'vs base':>8s} "
+          f"{'FLOPs vs base':>13s} {'test acc %':>14s} "
           f"{'acc - base':>10s}  cache (raw -> stored, ratio; bound rel/abs per freeze point)")
     for v, s in summary.items():
         dw = f"{100 * (1 - s['wall_s'][0] / base['wall_s'][0]):+.1f}%" if base else "-"
+        dc = f"{100 * (1 - s['cpu_s'][0] / base['cpu_s'][0]):+.1f}%" if base else "-"
         df = f"{100 * (1 - s['train_flops'] / base['train_flops']):+.1f}%" if base else "-"
         da = f"{s['test_acc'][0] - base['test_acc'][0]:+.2f}" if base else "-"
         cache = "; ".join(f"k={b['n_frozen']}: {b['raw_bytes'] / 1e6:.1f} MB -> "
@@ -249,9 +238,11 @@ def main(argv=None):
                           f"{b['variant_channels']}/{b['sensitive_channels']} sens. ch. cached), "
                           f"rel {b['eb_rel']:g} abs {b['eb_abs']:.3g}"
                           for b in s.get("builds", []))
-        print(f"{v:26s} {s['seeds']:5d} {s['wall_s'][0]:6.2f} +- {s['wall_s'][1]:4.2f} {dw:>8s} {df:>13s} "
+        print(f"{v:26s} {s['seeds']:5d} {s['wall_s'][0]:6.2f} +- {s['wall_s'][1]:5.2f} {dw:>8s} "
+              f"{s['cpu_s'][0]:6.2f} +- {s['cpu_s'][1]:5.2f} {dc:>8s} {df:>13s} "
               f"{s['test_acc'][0]:6.2f} +- {s['test_acc'][1]:4.2f} {da:>10s}  {cache}")
-    print("\n(wall-time savings: 1 - variant/baseline; positive = faster. FLOPs: forward+backward ~ 3x forward "
+    print("\n(savings: 1 - variant/baseline, positive = faster; CPU s = process time of all threads, which other "
+          "jobs on the machine disturb less than wall time. FLOPs: forward+backward ~ 3x forward "
           "of trainable stages, 1x forward of frozen stages run without grad, cache builds counted.)")
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

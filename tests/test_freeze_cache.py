@@ -30,6 +30,7 @@ from ebzip.torch import (  # noqa: E402
     Shift,
     freeze_stages,
     split_stages,
+    stage_forward_flops,
 )
 from ebzip.torch.freeze_cache import iterate_tensors, prefix_of, suffix_of  # noqa: E402
 
@@ -444,6 +445,12 @@ def test_convergence_freezing():
     assert frozen == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
 
 
+def test_stage_forward_flops():
+    stages = [nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(1), nn.Linear(4 * 8 * 8, 10)]
+    flops = stage_forward_flops(stages, torch.zeros(5, 1, 8, 8))
+    assert flops == [2 * 64 * 4 * 9, 0, 2 * 256 * 10]  # 2 FLOPs per multiply-add
+
+
 def test_input_batches_helper(digits):
     x, y = digits
     got = list(iterate_tensors(x, y, 100, epoch=0, augmentations=SHIFTS))
@@ -462,3 +469,27 @@ def test_import_without_torch():
     out = subprocess.run([sys.executable, "-c", "import ebzip, sys; print('torch' in sys.modules)"],
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_training_bench_quick(tmp_path):
+    """bench/freeze_cache_training.py --quick runs every variant and reports the cache (needs ../shared/data)."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    data = Path(os.environ.get("EBZIP_DATA") or repo.parent / "shared" / "data")
+    if not (data / "manifest.json").is_file():
+        pytest.skip(f"no benchmark data at {data}")
+    proc = subprocess.run([sys.executable, str(repo / "bench" / "freeze_cache_training.py"), "--quick",
+                           "--data", str(data), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "freeze_cache_training_quick.json").read_text())
+    summary = report["summary"]
+    assert set(summary) == {"baseline", "plain-freezing", "freeze-cache", "freeze-cache/no-chaug",
+                            "freeze-cache/fixed-bound"}
+    builds = summary["freeze-cache"]["builds"]
+    assert [b["n_frozen"] for b in builds] == [1, 2]
+    assert builds[1]["eb_rel"] == 2 * builds[0]["eb_rel"]  # progressive
+    assert [b["eb_rel"] for b in summary["freeze-cache/fixed-bound"]["builds"]] == [builds[0]["eb_rel"]] * 2
+    assert all(b["ratio"] > 4 for b in builds)
+    assert summary["freeze-cache"]["train_flops"] < summary["baseline"]["train_flops"]

@@ -12,4 +12,10 @@ from .freeze_cache import (  # noqa: E402
     ProgressiveBound,
     Shift,
 )
-from .freezing import GradNormConvergence, ProgressiveFreezer, freeze_stages, split_stages  # noqa: E402
+from .freezing import (  # noqa: E402
+    GradNormConvergence,
+    ProgressiveFreezer,
+    freeze_stages,
+    split_stages,
+    stage_forward_flops,
+)

@@ -419,7 +419,8 @@ class FeatureCache:
         for index, start in enumerate(range(0, n, self.chunk_size)):
             stop = min(start + self.chunk_size, n)
             x = inputs[start:stop]
-            feats = torch.cat([prefix(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+            done = cal_f[:stop] if start == 0 else cal_f[:0]  # the calibration maps are the first ones: reuse
+            feats = torch.cat([done, *(prefix(x[i:i + batch_size]) for i in range(len(done), len(x), batch_size))])
             raw_bytes += feats.numel() * feats.element_size()
             base = self._compress(feats, eb_abs)
             variants, aug_ids = None, None

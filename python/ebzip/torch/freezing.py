@@ -148,3 +148,23 @@ class ProgressiveFreezer:
         self.frozen = min(target, self.max_frozen)
         freeze_stages(self.stages, self.frozen)
         return self.frozen
+
+
+@torch.no_grad()
+def stage_forward_flops(stages: Sequence[nn.Module], example: torch.Tensor) -> list[int]:
+    """Forward FLOPs per sample of each stage on ``example`` (a batch), by torch's flop counter.
+
+    For accounting: a training step costs about 3x the forward FLOPs of the trainable stages
+    (forward + backward), a frozen stage run without grad 1x, a cached one nothing after the
+    cache is built. Stages are put in eval mode; call ``.train()`` afterwards as needed.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops, h = [], example
+    for stage in stages:
+        stage.eval()
+        with FlopCounterMode(display=False) as counter:
+            h = stage(h)
+        flops.append(counter.get_total_flops() // example.shape[0])
+    return flops
+
