@@ -7,7 +7,7 @@ with the seed), so load from other jobs on the machine hits them alike. Reports 
 the bound per freeze point, and test accuracy mean +- std; prints a table and writes JSON.
 
     python bench/freeze_cache_training.py                  # MNIST 5k, 3 seeds (a few minutes on 2 cores)
-    python bench/freeze_cache_training.py --quick          # 1 seed, 2+1+1 epochs, 1000 samples (seconds)
+    python bench/freeze_cache_training.py --quick          # 1 seed, 1+1+1 epochs, 600 samples (seconds)
 
 Data: ../shared/data (or --data / $EBZIP_DATA); without it the script prints a note and exits 0.
 """
@@ -158,13 +158,13 @@ def main(argv=None):
     p.add_argument("--data", type=Path, default=Path(os.environ.get("EBZIP_DATA") or REPO.parent / "shared" / "data"))
     p.add_argument("--dataset", default="mnist5k", choices=["mnist5k", "digits"])
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--ablation-seeds", type=int, default=3, help="seeds for the freeze-cache/* ablations")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--freeze-at", type=int, nargs=2, default=[4, 6], metavar=("E1", "E2"),
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--ablation-seeds", type=int, default=2, help="seeds for the freeze-cache/* ablations")
+    p.add_argument("--epochs", type=int, default=14)
+    p.add_argument("--freeze-at", type=int, nargs=2, default=[6, 8], metavar=("E1", "E2"),
                    help="epochs at which 1, then 2 stages freeze")
     p.add_argument("--train", type=int, default=2500)
-    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--test", type=int, default=2500)
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
@@ -179,10 +179,10 @@ def main(argv=None):
                                           "freeze-cache/fixed-bound")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch intra-op threads (1: robust to other jobs on the machine; ebzip decodes in its own thread)")
-    p.add_argument("--quick", action="store_true", help="1 seed, 4 epochs, 1000 + 500 samples (a smoke run)")
+    p.add_argument("--quick", action="store_true", help="1 seed, 3 epochs, 600 + 300 samples (a smoke run)")
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.ablation_seeds, args.epochs, args.freeze_at, args.train, args.test = 1, 1, 4, [2, 3], 1000, 500
+        args.seeds, args.ablation_seeds, args.epochs, args.freeze_at, args.train, args.test = 1, 1, 3, [1, 2], 600, 300
     if not (args.data / "manifest.json").is_file():
         print(f"no benchmark data at {args.data}: nothing to do")
         return 0

@@ -149,7 +149,7 @@ class ChannelAugmentation:
     threshold: float = 0.1
     variant_budget: float = 0.25
     variants_per_sample: int = 1
-    calibration_samples: int = 128
+    calibration_samples: int = 64
 
     def __post_init__(self):
         self.augmentations = list(self.augmentations)
