@@ -91,6 +91,15 @@ def fixtures():
     yield "f16_2d_interp_v2", f16, 1e-2, "abs", dict(predictor="interp")
     yield "f32_4d_lorenzo_2axes_v2", smooth((3, 4, 5, 6), 8).astype(np.float32), 1e-3, "abs", \
         dict(_core=dict(predictor=1, pred_dims=2))
+    # the same cube under today's tile policy (4 x block_elems, at least ~4 tiles): the
+    # f32_3d_interp_cubic_v2 stream predates it, so it pins decoding only
+    yield "f32_3d_interp_cubic_tiles_v2", cube, 1e-3, "abs", dict(predictor="interp", block_elems=300)
+    # balanced tiles (an axis cut into equal tiles, no thin remainder): pins encoding since
+    # f32_3d_interp_cubic_tiles_v2 was superseded
+    yield "f32_3d_interp_balanced_tiles_v2", cube, 1e-3, "abs", dict(predictor="interp", block_elems=300)
+    # what "auto" now writes for interpolation: QoZ level bounds, axis order reversed
+    yield "f32_3d_interp_reversed_qoz_v2", smooth((9, 17, 20), 9).astype(np.float32), 1e-3, "rel", \
+        dict(_core=dict(predictor=2, interp_cubic=1, interp_alpha=1.25, interp_beta=2.0, interp_order=[3, 2, 1, 0]))
 
 
 def compress(arr, eb, mode, kw):

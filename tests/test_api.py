@@ -406,10 +406,17 @@ def test_bad_threads(threads, restore_threads):
         ebzip.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("block", [0, -5, 2**32 + 1, 1.5])
+@pytest.mark.parametrize("block", [0, -5, 2**28 + 1, 2**32 + 1, 1.5])
 def test_bad_block_elems(block):
     with pytest.raises(ValueError, match="block_elems"):
         ebzip.compress(X, 0.1, block_elems=block)
+
+
+@pytest.mark.parametrize("predictor", ["lorenzo", "interp"])
+def test_largest_block_elems(predictor):
+    """2**28 is the largest chunk: its 32-bit outlier and exact-value counts cannot wrap."""
+    c = ebzip.compress(X, 0.1, predictor=predictor, block_elems=2**28)
+    assert np.abs(ebzip.decompress(c).astype(np.float64) - X).max() <= c.eb_abs
 
 
 @pytest.mark.parametrize("data", ["EBZP", "", 12345, None, 1.5, [1, 2, 3], object()],

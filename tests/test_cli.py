@@ -406,8 +406,10 @@ MEM_SCRIPT = textwrap.dedent("""
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_streaming_memory_stays_bounded(tmp_path):
     """A dataset 8x the memory cap compresses and verifies within the cap (peak RSS growth)."""
-    cap_mib = 16
-    shape, chunks = (32, 1024, 1024), (1, 256, 256)  # 128 MiB of float32 in 256 KiB chunks
+    # The growth is a fixed overhead (per-thread codec buffers, allocator arenas, HDF5
+    # caches: 10-16 MiB measured), not a share of the data: the data is 8x the cap.
+    cap_mib = 32
+    shape, chunks = (64, 1024, 1024), (1, 256, 256)  # 256 MiB of float32 in 256 KiB chunks
     src, warm = tmp_path / "big.h5", tmp_path / "warm.h5"
     rng = np.random.default_rng(0)
     j, k = np.ogrid[0:1024, 0:1024]

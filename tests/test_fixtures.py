@@ -19,7 +19,8 @@ from conftest import bf16_bits_to_f64
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MANIFEST = FIXTURES / "manifest.json"
 REQUIRED = {"f32_2d_lorenzo_abs", "f64_3d_rel", "f16_1d_nan_inf", "bf16_4d", "f32_exact_eb0", "f32_empty", "f64_0d",
-            "f32_3d_interp_cubic_v2", "f64_3d_interp_linear_v2", "f16_2d_interp_v2", "f32_4d_lorenzo_2axes_v2"}
+            "f32_3d_interp_cubic_v2", "f64_3d_interp_linear_v2", "f16_2d_interp_v2", "f32_4d_lorenzo_2axes_v2",
+            "f32_3d_interp_cubic_tiles_v2"}
 UINT = {"float16": np.uint16, "bfloat16": np.uint16, "float32": np.uint32, "float64": np.uint64}
 
 # The fixtures are committed: a missing manifest is a failure, not a skip.
@@ -93,3 +94,23 @@ def test_fixture_decodes_with_dtype(entry):
     y = ebzip.decompress(stream)
     assert y.dtype == want
     np.testing.assert_array_equal(y.view(UINT[entry["dtype"]]), np.load(FIXTURES / entry["expected"]))
+
+
+CURRENT_FORMAT = [e for e in ENTRIES if e["format_version"] == ebzip.FORMAT_VERSION and "encoder_superseded" not in e]
+
+
+@pytest.mark.parametrize("entry", CURRENT_FORMAT, ids=lambda e: e["name"])
+def test_encoder_still_writes_fixture_bytes(entry):
+    """Fixtures of the current format pin the encoder too: the same input and
+    settings must give the same bytes (a change here is a format change, or a
+    change of what a CUDA build would have to match)."""
+    import make_fixtures
+
+    made = {name: (arr, eb, mode, kw) for name, arr, eb, mode, kw in make_fixtures.fixtures()}
+    arr, eb, mode, kw = made[entry["name"]]
+    if isinstance(arr, tuple):
+        bits, dtype = arr
+        c = ebzip.compress(bits, eb, mode, dtype=dtype, **kw)
+    else:
+        c = make_fixtures.compress(arr, eb, mode, kw)
+    assert bytes(c) == (FIXTURES / entry["stream"]).read_bytes()

@@ -11,7 +11,6 @@ checks themselves add no full-size temporaries.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np

@@ -172,7 +172,13 @@ def test_next_format_version_mentions_upgrade():
     with pytest.raises(ebzip.StreamError) as info:
         ebzip.decompress(bumped)
     msg = str(info.value)
-    assert f"version {ebzip.FORMAT_VERSION + 1}" in msg and "version" in msg
+    assert f"version {ebzip.FORMAT_VERSION + 1}" in msg and "upgrade" in msg and "corrupted" in msg
+
+
+def test_format_version_zero_is_corruption():
+    s = SMALL["f32-lorenzo-5chunks"]
+    with pytest.raises(ebzip.StreamError, match="corrupted.*version 0"):
+        ebzip.decompress(s[:4] + struct.pack("<H", 0) + s[6:])
 
 
 @pytest.mark.parametrize("label", sorted(SMALL))
@@ -320,6 +326,23 @@ def test_forged_shape_too_large_fails_before_allocating():
     struct.pack_into("<QQ", s, 48, 2**31, 2**31)
     with pytest.raises(ebzip.StreamError):
         ebzip.decompress(reseal(s))
+
+
+def test_forged_symbol_count_fails_before_decoding():
+    """One chunk whose header claims 2**31 float16 elements, with the payload of 1000.
+
+    Every Huffman code is at least one bit, so the lane bit counts alone prove
+    the claim false: the error must come from that check ("chunk counts"),
+    before 4 GiB of codes are allocated and decoded (it once took 30 s and
+    4 GiB to reach "Huffman length mismatch").
+    """
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float16)
+    s = bytearray(ebzip.compress(x, 0.01, predictor="lorenzo"))
+    assert s[7] == 1 and struct.unpack_from("<Q", s, 48)[0] == 1000
+    struct.pack_into("<Q", s, 32, 2**32)  # block_elems: still one chunk
+    struct.pack_into("<QQ", s, 48, 2**31, 2**31)  # shape, prediction shape
+    with pytest.raises(ebzip.StreamError, match="chunk counts"):
+        ebzip.decompress(reseal_header(s))
 
 
 def test_forged_chunk_table():

@@ -2,6 +2,7 @@
 // out; argument checking that needs Python types happens in ebzip/api.py.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <stdexcept>
 
@@ -52,6 +53,8 @@ py::dict header_dict(const Header& h) {
   if (h.pipeline == Pipeline::interp) {
     d["interp"] = py::dict(py::arg("cubic") = bool(h.interp.cubic), py::arg("alpha") = h.interp.alpha,
                            py::arg("beta") = h.interp.beta,
+                           py::arg("order") = py::make_tuple(h.interp.order[0], h.interp.order[1], h.interp.order[2],
+                                                             h.interp.order[3]),
                            py::arg("tile") = py::make_tuple(h.tile[0], h.tile[1], h.tile[2], h.tile[3]));
   }
   d["format_version"] = int(h.version);
@@ -86,7 +89,7 @@ PYBIND11_MODULE(_core, m) {
       "compress",
       [](py::array arr, int dtype, int mode, double eb_param, double eb_abs, StreamBuffer& out, int threads,
          uint64_t block_elems, int predictor, int interp_cubic, double interp_alpha, double interp_beta,
-         int pred_dims) {
+         int pred_dims, std::vector<int> interp_order) {
         if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
         cpu::CompressParams p = compress_params(dtype, mode, eb_param, eb_abs, threads, block_elems, predictor);
         p.interp.cubic = uint8_t(interp_cubic != 0);
@@ -94,6 +97,16 @@ PYBIND11_MODULE(_core, m) {
           throw std::invalid_argument("interpolation level bounds out of range");
         p.interp.alpha = interp_alpha;
         p.interp.beta = interp_beta;
+        if (!interp_order.empty()) {  // a permutation of the 4 padded axes
+          bool seen[4] = {false, false, false, false};
+          if (interp_order.size() != 4) throw std::invalid_argument("interp_order must list 4 axes");
+          for (int k = 0; k < 4; ++k) {
+            const int a = interp_order[size_t(k)];
+            if (a < 0 || a > 3 || seen[a]) throw std::invalid_argument("interp_order must be a permutation of 0..3");
+            seen[a] = true;
+            p.interp.order[k] = uint8_t(a);
+          }
+        }
         if (pred_dims < 1 || pred_dims > 4) throw std::invalid_argument("pred_dims must be in [1, 4]");
         p.pred_dims = pred_dims;
         if (arr.itemsize() != dtype_size(p.dtype)) throw std::invalid_argument("array itemsize does not match dtype");
@@ -104,7 +117,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("array"), py::arg("dtype"), py::arg("mode"), py::arg("eb_param"), py::arg("eb_abs"), py::arg("out"),
       py::arg("threads") = 1, py::arg("block_elems") = 0, py::arg("predictor") = 0, py::arg("interp_cubic") = 1,
-      py::arg("interp_alpha") = 1.0, py::arg("interp_beta") = 1.0, py::arg("pred_dims") = 4);
+      py::arg("interp_alpha") = 1.0, py::arg("interp_beta") = 1.0, py::arg("pred_dims") = 4,
+      py::arg("interp_order") = std::vector<int>{});
 
   m.def(
       "inspect",

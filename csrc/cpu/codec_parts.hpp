@@ -75,8 +75,10 @@ std::vector<Chunk> store_chunks(std::vector<std::vector<uint8_t>>& raw, const st
                                 int threads);
 
 // Header, codebook section, chunk table and payloads: the whole stream.
+// Each chunk is freed once copied (so the chunks and the stream are not all
+// held at once).
 std::vector<uint8_t> write_stream(const Header& h, const std::vector<uint8_t>& codebook,
-                                  const std::vector<Chunk>& chunks);
+                                  std::vector<Chunk>& chunks);
 
 // ---- decompress
 

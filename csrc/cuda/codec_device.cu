@@ -411,7 +411,7 @@ std::vector<uint8_t> finish_stream(const Header& h, const std::vector<ChunkSpan>
     raw[size_t(b)] = cpu::parts::payload_bytes(nbits, lane, lane_len, side);
     try_zstd[size_t(b)] = cpu::parts::zstd_may_pay(nbits[0] + nbits[1], uint64_t(spans[size_t(b)].count));
   }
-  const std::vector<Chunk> chunks = cpu::parts::store_chunks(raw, try_zstd, host_threads);
+  std::vector<Chunk> chunks = cpu::parts::store_chunks(raw, try_zstd, host_threads);
   return cpu::parts::write_stream(h, cpu::parts::codebook_section(cb), chunks);
 }
 

@@ -185,8 +185,8 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {sorted(PREDICTORS)}; got {predictor!r}")
     nthreads = _threads(threads)
-    if block_elems is not None and not (isinstance(block_elems, (int, np.integer)) and 1 <= block_elems <= 2**32):
-        raise ValueError(f"block_elems must be an integer in [1, 2**32]; got {block_elems!r}")
+    if block_elems is not None and not (isinstance(block_elems, (int, np.integer)) and 1 <= block_elems <= 2**28):
+        raise ValueError(f"block_elems must be an integer in [1, 2**28]; got {block_elems!r}")
     if dtype is None and _device.is_cuda_array(x):
         # On the GPU where the device driver runs this pipeline (the same bytes
         # as the CPU driver); otherwise one trip through host memory.

@@ -125,8 +125,14 @@ struct TileGrid {
         for (int i = 0; i < left && ok; ++i) { ok = p <= budget / mid; p *= mid; }
         if (ok) lo = mid; else hi = mid - 1;
       }
-      tile[k] = n[k] < lo ? n[k] : lo;
-      budget /= tile[k];
+      // Balanced: the axis in round(n / lo) equal tiles, not tiles of lo and
+      // a thin remainder (61 -> 57 + 4 cost era5ens up to 4 dB at equal
+      // bits): every tile face is a restart of the interpolation, and its
+      // far face is extrapolated.
+      int64_t parts = (n[k] + lo / 2) / lo;
+      parts = parts < 1 ? 1 : parts;
+      tile[k] = (n[k] + parts - 1) / parts;
+      budget = budget / tile[k] > 0 ? budget / tile[k] : 1;
     }
   }
 

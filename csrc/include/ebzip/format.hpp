@@ -41,6 +41,10 @@ constexpr uint16_t kFormatVersion = 2;     // written
 constexpr uint16_t kOldestFormatVersion = 1;  // still read (v1 has no interpolation pipeline)
 constexpr char kMagic[4] = {'E', 'B', 'Z', 'P'};
 constexpr int kMaxNdim = 32;
+// Largest chunk (block or tile) a writer makes: a chunk's outlier bytes (up
+// to 10 per element) and exact-value count are stored in 32 bits. Readers
+// accept block_elems up to 2^32, which older writers allowed.
+constexpr uint64_t kMaxBlockElems = uint64_t(1) << 28;
 
 enum class Mode : uint8_t { abs = 0, rel = 1, psnr = 2 };
 enum class Pipeline : uint8_t { exact = 0, lorenzo = 1, interp = 2 };
@@ -169,10 +173,16 @@ inline Header read_header(ByteSource& src) {
     throw StreamError("not an ebzip stream (bad magic bytes)");
   src.take(4);
   const uint16_t version = src.get<uint16_t>();
-  if (version < kOldestFormatVersion || version > kFormatVersion)
+  // The version is read before the header checksum (a newer header may be
+  // laid out differently), so a flipped version field lands here too: the
+  // message names both causes.
+  if (version < kOldestFormatVersion)
+    throw StreamError("corrupted ebzip header (format version " + std::to_string(version) + " was never written)");
+  if (version > kFormatVersion)
     throw StreamError("ebzip stream format version " + std::to_string(version) +
-                      " is not supported by this build (it reads versions " + std::to_string(kOldestFormatVersion) +
-                      " to " + std::to_string(kFormatVersion) + "); upgrade ebzip");
+                      " is newer than this build reads (versions " + std::to_string(kOldestFormatVersion) + " to " +
+                      std::to_string(kFormatVersion) +
+                      "): upgrade ebzip to read it; if no newer ebzip wrote it, the stream is corrupted");
   Header h;
   h.version = version;
   const uint8_t dtype = src.get<uint8_t>(), ndim = src.get<uint8_t>();
