@@ -15,12 +15,16 @@ the same initialisation on the same batches with each method:
   memory: on a CPU-only machine ``tensor.cpu()`` is the tensor itself, so it saves
   nothing here; it is timed for completeness).
 - ``checkpoint``: ``torch.utils.checkpoint`` (non-reentrant) around each residual
-  block, stem and head counted by the counting hooks; the held bytes add the
-  block inputs checkpoint keeps, and the peak adds the largest block's saved
-  tensors, which backward recomputes and holds for a moment.
+  block. The counting hooks see what is saved outside the blocks and the block
+  inputs (checkpoint saves them with ``save_for_backward`` outside its own hooks);
+  the peak adds the largest block's saved tensors, which backward recomputes and
+  holds for a moment (taken from the baseline's per-layer counts).
+- ``checkpoint+ebzip``: both: the block inputs and everything outside the blocks
+  compressed (fixed bound); the recomputation starts from the decompressed input.
 
 Reported per method: final test accuracy (mean, std over seeds), peak
-saved-activation bytes and the ratio to the baseline's, wall time per epoch and
+saved-activation bytes and the ratio to the baseline's (``steady``: since the
+adaptive mode's first estimate; the first iterations use its warm-up bound), wall time per epoch and
 the overhead over the baseline. Data: ``../shared/data`` (or ``--data`` /
 ``EBZIP_DATA``); ``--dataset sklearn-digits`` uses scikit-learn's bundled copy.
 A table is printed and JSON written to ``bench/results/activation_training.json``.
@@ -49,7 +53,7 @@ from ebzip.torch import ActivationCompressor
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("EBZIP_DATA") or REPO.parent / "shared" / "data")
-METHODS = ("baseline", "ebzip-fixed", "ebzip-adaptive", "save_on_cpu", "checkpoint")
+METHODS = ("baseline", "ebzip-fixed", "ebzip-adaptive", "save_on_cpu", "checkpoint", "checkpoint+ebzip")
 
 
 # ---------------------------------------------------------------- data
@@ -142,25 +146,19 @@ def train(method: str, train_set, test_set, *, seed: int, epochs: int, batch: in
           fixed_eb: float, tolerance: float, update_every: int, autocast: str | None = None, log=None) -> dict:
     """Train one model with one method; returns accuracy, memory and time."""
     torch.manual_seed(seed)
-    model = SmallResNet(width, checkpoint_blocks=(method == "checkpoint"))
+    model = SmallResNet(width, checkpoint_blocks=method.startswith("checkpoint"))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     steps = epochs * ((len(train_set[1]) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    if method == "ebzip-fixed":
+    if method in ("ebzip-fixed", "checkpoint+ebzip"):
         hooks = ActivationCompressor(model, mode="fixed", eb=fixed_eb, eb_mode="rel")
     elif method == "ebzip-adaptive":
         hooks = ActivationCompressor(model, mode="adaptive", tolerance=tolerance, update_every=update_every)
     else:  # count what the method leaves to autograd, raw
         hooks = ActivationCompressor(model, mode="off")
-    checkpoint_held = [0]  # block inputs kept by checkpoint, per iteration
-    if method == "checkpoint":
-        for block in (model.layer1, model.layer2):
-            block.register_forward_pre_hook(
-                lambda m, args: checkpoint_held.__setitem__(0, checkpoint_held[0] + args[0].numel() * args[0].element_size())
-                if torch.is_grad_enabled() and not torch.is_inference_mode_enabled() else None)
     x_train, y_train = train_set
     gen = torch.Generator().manual_seed(seed)
-    epoch_times, peak_checkpoint_held = [], 0
+    epoch_times = []
     amp = torch.autocast("cpu", dtype=getattr(torch, autocast)) if autocast else contextlib.nullcontext()
     for epoch in range(epochs):
         order = torch.randperm(len(y_train), generator=gen)
@@ -168,10 +166,8 @@ def train(method: str, train_set, test_set, *, seed: int, epochs: int, batch: in
         for i in range(0, len(order), batch):
             idx = order[i:i + batch]
             outer = torch.autograd.graph.save_on_cpu() if method == "save_on_cpu" else contextlib.nullcontext()
-            checkpoint_held[0] = 0
             with outer, hooks, amp:
                 loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-            peak_checkpoint_held = max(peak_checkpoint_held, hooks.held_bytes + checkpoint_held[0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -185,24 +181,22 @@ def train(method: str, train_set, test_set, *, seed: int, epochs: int, batch: in
     result = {
         "method": method, "seed": seed, "test_accuracy": evaluate(model, *test_set),
         "epoch_s": epoch_times, "peak_saved_bytes": stats["peak_saved_bytes"],
+        "steady_peak_saved_bytes": stats["steady_peak_saved_bytes"],
         "peak_raw_bytes": stats["peak_raw_bytes"], "compress_s": stats["compress_s"],
         "decompress_s": stats["decompress_s"], "hooks": stats,
     }
-    if method == "checkpoint":
-        # Held between forward and backward, plus one block recomputed during backward.
-        recompute = max(_block_bytes(stats, "layer1"), _block_bytes(stats, "layer2"))
-        result["peak_saved_bytes"] = peak_checkpoint_held + recompute
-        result["note"] = "held after forward (hooks + checkpoint inputs) + largest block's saved tensors (recomputed)"
+    if method.startswith("checkpoint"):
+        # Plus one block's saved tensors, recomputed (raw) during backward.
+        recompute = max(_BLOCK_RAW.get("layer1", 0), _BLOCK_RAW.get("layer2", 0))
+        result["peak_saved_bytes"] += recompute
+        result["steady_peak_saved_bytes"] += recompute
+        result["note"] = "peak held by the hooks (block inputs included) + the largest block's saved tensors (recomputed)"
     if method == "save_on_cpu":
         result["note"] = "CPU-only: tensor.cpu() returns the tensor, host memory unchanged; on a GPU the device holds ~0"
     return result
 
 
 _BLOCK_RAW: dict = {}  # block name -> raw saved bytes per iteration, from the baseline run
-
-
-def _block_bytes(stats, block):
-    return _BLOCK_RAW.get(block, 0)
 
 
 def remember_block_sizes(baseline_stats: dict, iterations: int):
@@ -226,12 +220,14 @@ def summarise(results: list[dict]) -> list[dict]:
         rs = [r for r in results if r["method"] == method]
         acc = [r["test_accuracy"] for r in rs]
         peak = statistics.mean(r["peak_saved_bytes"] for r in rs)
+        steady = statistics.mean(r["steady_peak_saved_bytes"] for r in rs)
         epoch = statistics.mean(statistics.mean(r["epoch_s"]) for r in rs)
         rows.append({
             "method": method, "seeds": len(rs), "acc_mean": statistics.mean(acc),
             "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
             "acc_delta": statistics.mean(acc) - base_acc,
             "peak_saved_MiB": peak / 2**20, "memory_ratio": base_peak / peak if peak else float("inf"),
+            "steady_memory_ratio": base_peak / steady if steady else float("inf"),
             "epoch_s": epoch, "overhead": epoch / base_epoch - 1,
             "compress_s_per_epoch": statistics.mean(r["compress_s"] / len(r["epoch_s"]) for r in rs),
             "decompress_s_per_epoch": statistics.mean(r["decompress_s"] / len(r["epoch_s"]) for r in rs),
@@ -241,10 +237,10 @@ def summarise(results: list[dict]) -> list[dict]:
 
 def table(rows) -> str:
     out = [f"{'method':<15} {'seeds':>5} {'test acc %':>14} {'d acc':>6} {'peak saved':>11} {'mem ratio':>9} "
-           f"{'s/epoch':>8} {'overhead':>8} {'comp s/ep':>9} {'dec s/ep':>8}"]
+           f"{'steady':>7} {'s/epoch':>8} {'overhead':>8} {'comp s/ep':>9} {'dec s/ep':>8}"]
     for r in rows:
         out.append(f"{r['method']:<15} {r['seeds']:>5} {r['acc_mean']:>7.2f} ± {r['acc_std']:<4.2f} "
-                   f"{r['acc_delta']:>+6.2f} {r['peak_saved_MiB']:>7.3f} MiB {r['memory_ratio']:>8.1f}x "
+                   f"{r['acc_delta']:>+6.2f} {r['peak_saved_MiB']:>7.3f} MiB {r['memory_ratio']:>8.1f}x {r['steady_memory_ratio']:>6.1f}x "
                    f"{r['epoch_s']:>8.3f} {100 * r['overhead']:>+7.0f}% {r['compress_s_per_epoch']:>9.3f} "
                    f"{r['decompress_s_per_epoch']:>8.3f}")
     return "\n".join(out)

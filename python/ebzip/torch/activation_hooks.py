@@ -190,7 +190,9 @@ class ActivationCompressor:
         self.exclude_types = tuple(e for e in exclude if isinstance(e, type))
         if len(self.exclude_names) + len(self.exclude_types) != len(tuple(exclude)):
             raise TypeError("exclude takes module names (str) and module types")
-        ebzip.compress(torch.zeros(1), 0.0, predictor=predictor, threads=threads)  # checks both, early
+        if predictor not in ebzip.api.PREDICTORS:
+            raise ValueError(f"predictor must be one of {sorted(ebzip.api.PREDICTORS)}; got {predictor!r}")
+        ebzip.api._threads(threads)  # raises ValueError for a bad count
 
         self.model = model
         self.mode, self.eb, self.eb_mode = mode, float(eb), eb_mode
@@ -210,6 +212,7 @@ class ActivationCompressor:
         self._collecting = False
         self._grad_sq: dict[str, float] = {}  # weight layer -> sum over calls of ||grad_output||^2
         self._wgrad_norm: dict[str, float] = {}  # weight layer -> ||dL/dW||
+        self._sigma_min: dict[str, float] = {}  # batch norm -> smallest per-channel standard deviation
         self._slot = 0  # ordinal of the next distinct stored tensor in this forward
         self._slot_savers: dict[int, set] = {}  # during a collecting iteration
         self.layer_eb: dict[str, float] = {}  # weight layer -> absolute bound for its saved input
@@ -235,11 +238,11 @@ class ActivationCompressor:
             self._module_names[module] = name
             self._handles.append(module.register_forward_pre_hook(self._enter_module))
             self._handles.append(module.register_forward_hook(self._leave_module, always_call=True))
-            analysed = isinstance(module, WEIGHT_LAYERS) or (
-                isinstance(module, NORM_LAYERS) and module.affine and module.weight.requires_grad)
-            if isinstance(module, WEIGHT_LAYERS) and module.weight.requires_grad:
-                self._fan_in[name] = module.weight[0].numel()
-            elif analysed:
+            weight = getattr(module, "weight", None)
+            trainable = isinstance(weight, torch.nn.Parameter) and weight.requires_grad
+            if isinstance(module, WEIGHT_LAYERS) and trainable:
+                self._fan_in[name] = weight[0].numel()
+            elif isinstance(module, NORM_LAYERS) and trainable:
                 self._fan_in[name] = 1
             if name in self._fan_in:
                 self._handles.append(module.register_forward_hook(self._watch_output))
@@ -253,7 +256,9 @@ class ActivationCompressor:
             return
         params = list(self.model.parameters())
         self._parameters = {id(p) for p in params}
+        self._parameter_storages = {p.untyped_storage().data_ptr() for p in params}
         self._frozen_shapes = {tuple(p.shape) for p in params if not p.requires_grad}
+        self._frozen_shapes |= {s[::-1] for s in self._frozen_shapes}  # (Linear saves weight.t())
 
     def close(self):
         """Remove the module and parameter hooks this object put on the model."""
@@ -268,8 +273,8 @@ class ActivationCompressor:
             if not hasattr(self, "held_bytes"):
                 self.held_bytes = 0  # bytes held by the hooks now
                 self.raw_held_bytes = 0  # what the same tensors would take raw
-            self.peak_held_bytes = self.held_bytes
-            self.peak_raw_bytes = self.raw_held_bytes
+            self.peak_held_bytes = self.steady_peak_held_bytes = self.held_bytes
+            self.peak_raw_bytes = self.steady_peak_raw_bytes = self.raw_held_bytes
             self.parameters_seen = 0  # saves of parameters (never stored, never counted)
 
     # ------------------------------------------------------------------ iterations
@@ -293,25 +298,34 @@ class ActivationCompressor:
         self._excluded_depth = 0
         self._live.clear()
         self._slot = 0
+        self._refresh_parameters()
         if self.mode != "adaptive":
             return
         if self._collecting:  # the previous iteration collected: derive the bounds from it
             self._derive_bounds()
         self._collecting = self.iteration % self.update_every == 0
         if self._collecting:
-            self._grad_sq, self._wgrad_norm, self._slot_savers = {}, {}, {}
-        self._refresh_parameters()
+            self._grad_sq, self._wgrad_norm, self._slot_savers, self._sigma_min = {}, {}, {}, {}
 
     def _derive_bounds(self):
-        """eb = safety * tolerance * ||dW|| / sqrt(fan_in / 3 * sum ||grad_output||^2) (docs/activation-compression.md)."""
+        """eb = safety * tolerance * ||dW|| / sqrt(fan_in / 3 * sum ||grad_output||^2) (docs/activation-compression.md).
+
+        Batch norm: also eb <= safety * tolerance * sqrt(3) * min_c sigma_c, which keeps the
+        relative error of its input gradient (through x_hat = (x - mean) / sigma) within tolerance.
+        """
         bounds = {}
         for name, g_sq in self._grad_sq.items():
             w = self._wgrad_norm.get(name, 0.0)
             if g_sq > 0 and w > 0 and math.isfinite(g_sq) and math.isfinite(w):
                 bounds[name] = self.safety * self.tolerance * w / math.sqrt(self._fan_in[name] / 3.0 * g_sq)
+                if name in self._sigma_min:
+                    bounds[name] = min(bounds[name], self.safety * self.tolerance * math.sqrt(3.0) * self._sigma_min[name])
         if not bounds:
             return  # nothing learned (no grad reached the layers): keep what we had
         self.layer_eb = bounds
+        if self.estimates == 0:  # the warm-up bound is over: peaks "after the first estimate" start now
+            with self._lock:
+                self.steady_peak_held_bytes, self.steady_peak_raw_bytes = self.held_bytes, self.raw_held_bytes
         self._fallback_eb = min(bounds.values())
         # A tensor saved by several modules (a ReLU output is also the next conv's
         # input) gets the tightest bound of the weight layers among them.
@@ -357,7 +371,11 @@ class ActivationCompressor:
             dims = [d for d in range(x.dim()) if d != 1]
             var = x.var(dim=dims, unbiased=False) if module.training or module.running_var is None \
                 else module.running_var.float()
-            weight = (1.0 / (var + module.eps)).reshape([-1] + [1] * (x.dim() - 2))
+            var = var + module.eps
+            weight = (1.0 / var).reshape([-1] + [1] * (x.dim() - 2))
+            with self._lock:
+                sigma = math.sqrt(float(var.min()))
+                self._sigma_min[name] = min(sigma, self._sigma_min.get(name, math.inf))
 
         def record(grad):
             g2 = grad.detach().float().pow(2)
@@ -392,9 +410,13 @@ class ActivationCompressor:
     def _is_parameter(self, t: torch.Tensor) -> bool:
         if _parameter_form(t, self._parameters):
             return True
-        # Autocast's copy of a frozen parameter has no autograd history: recognise it by shape.
-        return (t.grad_fn is None and t.dtype in _HALF_TYPES and tuple(t.shape) in self._frozen_shapes
-                and torch.is_autocast_enabled(t.device.type))
+        if t.grad_fn is not None or t.requires_grad or self._parameters is None:
+            return False
+        if t.untyped_storage().data_ptr() in self._parameter_storages:  # a frozen parameter (or a view of one)
+            return True
+        # Autocast's copy of a frozen parameter has no autograd history (and autocast reads
+        # as disabled inside the op that saves it): recognise it by shape.
+        return t.dtype in _HALF_TYPES and tuple(t.shape) in self._frozen_shapes
 
     def _bound_for(self, slot: int, layer: str):
         """(eb, mode) for a tensor first saved as the slot-th distinct tensor of this forward by `layer`."""
@@ -422,8 +444,10 @@ class ActivationCompressor:
         else:
             key = (storage.data_ptr(), str(t.device), t.dtype, t._version, t.storage_offset(),
                    tuple(t.shape), tuple(t.stride()))
-        stored = self._lookup(key)
         reason = self._keep_raw_reason(t)
+        # An excluded module gets its tensors raw even when another module stored them compressed.
+        key += (reason == "excluded",)
+        stored = self._lookup(key)
         if stored is None:
             stored = self._store(t, key, storage, whole, storage_nbytes, reason, layer)
         elif stored.stream is not None and self.mode == "adaptive":
@@ -530,6 +554,8 @@ class ActivationCompressor:
             self.raw_held_bytes += raw
             self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
             self.peak_raw_bytes = max(self.peak_raw_bytes, self.raw_held_bytes)
+            self.steady_peak_held_bytes = max(self.steady_peak_held_bytes, self.held_bytes)
+            self.steady_peak_raw_bytes = max(self.steady_peak_raw_bytes, self.raw_held_bytes)
 
     def _unpack(self, packed):
         if isinstance(packed, torch.Tensor):
@@ -573,6 +599,9 @@ class ActivationCompressor:
                 "peak_saved_bytes": self.peak_held_bytes,
                 "peak_raw_bytes": self.peak_raw_bytes,
                 "peak_ratio": self.peak_raw_bytes / self.peak_held_bytes if self.peak_held_bytes else float("nan"),
+                # adaptive: since the first estimate (the warm-up iterations use initial_eb); else = peak
+                "steady_peak_saved_bytes": self.steady_peak_held_bytes,
+                "steady_peak_raw_bytes": self.steady_peak_raw_bytes,
                 "raw_bytes": raw,
                 "stored_bytes": stored,
                 "ratio": raw / stored if stored else float("nan"),
@@ -600,7 +629,9 @@ class ActivationCompressor:
                     f"{s['peak_saved_bytes'] * mib:.2f} MiB (ratio {s['peak_ratio']:.2f}); "
                     f"compress {s['compress_s']:.3f} s, decompress {s['decompress_s']:.3f} s; "
                     f"mode {s['mode']}, {s['iterations']} iteration(s)"
-                    + (f", bounds estimated {s['estimates']} time(s)" if self.mode == "adaptive" else ""))
+                    + (f", bounds estimated {s['estimates']} time(s); peak since the first estimate "
+                       f"{s['steady_peak_raw_bytes'] * mib:.2f} -> {s['steady_peak_saved_bytes'] * mib:.2f} MiB"
+                       if self.mode == "adaptive" else ""))
         return "\n".join(rows)
 
 
