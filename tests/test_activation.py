@@ -442,16 +442,30 @@ def test_with_checkpoint_in_the_same_model(compress_calls):
     assert sum(c[2] == 128 * 256 for c in compress_calls) == 2  # block input (once) and last's input
 
 
-def test_torch_compile_stays_correct():
-    """Under torch.compile (aot_eager) the hooks see the compiled graph's saved tensors; gradients stay right."""
+def test_torch_compile_stays_correct(compress_calls):
+    """Under torch.compile (aot_eager here; inductor behaves the same, but compiles for ~50 s on 2 cores)
+    the hooks get the compiled graph's saved tensors and gradients stay right. Module hooks are
+    traced, not run, inside the compiled region: everything is accounted under "<no module>"
+    (and exclusions by module do not apply). The adaptive mode's statistics hooks make dynamo
+    break the graph at each analysed module; its promise still holds."""
     m = mlp()
     x = torch.randn(128, 64)
     ref = grads_of(m, lambda: m(x).square().sum())
     compiled = torch.compile(m, backend="aot_eager")
     ac = ActivationCompressor(m, eb=1e-4, eb_mode="abs")
-    got = grads_of(m, lambda: compiled(x).square().sum(), ac)
+    for _ in range(2):
+        got = grads_of(m, lambda: compiled(x).square().sum(), ac)
+        for k in ref:
+            assert rel_err(got[k], ref[k]) < 1e-3, k
+    assert len(compress_calls) == 6  # x, ReLU output, Tanh output, per step
+    assert list(ac.layers) == ["<no module>"]
+    adaptive = ActivationCompressor(m, mode="adaptive", tolerance=0.1, update_every=1)
+    for _ in range(3):
+        got = grads_of(m, lambda: compiled(x).square().sum(), adaptive)
+    assert adaptive.estimates == 2
     for k in ref:
-        assert rel_err(got[k], ref[k]) < 1e-3, k
+        if k.endswith("weight"):
+            assert rel_err(got[k], ref[k]) <= 0.1, k
 
 
 def test_wrapper_and_summary():

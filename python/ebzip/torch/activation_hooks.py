@@ -165,7 +165,7 @@ class ActivationCompressor:
 
     def __init__(self, model: torch.nn.Module | None = None, *, mode: str = "fixed", eb: float = 1e-2,
                  eb_mode: str = "rel", tolerance: float = 0.01, update_every: int = 50, safety: float = 0.5,
-                 initial_eb: float = 1e-3, min_bytes: int = 16384, exclude=(), predictor: str = "lorenzo",
+                 initial_eb: float = 1e-2, min_bytes: int = 16384, exclude=(), predictor: str = "lorenzo",
                  threads: int = 1, keep_sign: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
