@@ -538,7 +538,7 @@ class ActivationCompressor:
         need = self.layer_eb.get(layer)
         if need is None or need >= stored.eb_abs:
             return
-        stats = self.layers[stored.layer]
+        stats = self.layers.setdefault(stored.layer, LayerStats())
         before = stored.bytes[0]
         self._compress(stored, t, whole, storage_nbytes, need, "abs", stats)
         stats.stored_bytes += stored.bytes[0] - before
@@ -581,8 +581,8 @@ class ActivationCompressor:
             base = base.to(stored.dtype)
             elapsed = time.perf_counter() - start
             stored.restored = weakref.ref(base)
-            with self._lock:
-                self.layers[stored.layer].decompress_s += elapsed
+            with self._lock:  # (setdefault: reset_stats may have run since the pack)
+                self.layers.setdefault(stored.layer, LayerStats()).decompress_s += elapsed
         return base
 
     # ------------------------------------------------------------------ reporting
