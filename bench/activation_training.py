@@ -153,7 +153,9 @@ def train(method: str, train_set, test_set, *, seed: int, epochs: int, batch: in
     if method in ("ebzip-fixed", "checkpoint+ebzip"):
         hooks = ActivationCompressor(model, mode="fixed", eb=fixed_eb, eb_mode="rel")
     elif method == "ebzip-adaptive":
-        hooks = ActivationCompressor(model, mode="adaptive", tolerance=tolerance, update_every=update_every)
+        # (until its first estimate, the adaptive mode uses the fixed bound)
+        hooks = ActivationCompressor(model, mode="adaptive", tolerance=tolerance, update_every=update_every,
+                                     eb=fixed_eb, eb_mode="rel")
     else:  # count what the method leaves to autograd, raw
         hooks = ActivationCompressor(model, mode="off")
     x_train, y_train = train_set

@@ -143,14 +143,14 @@ class ActivationCompressor:
         mode: ``"fixed"`` (bound ``eb`` in ``eb_mode``), ``"adaptive"`` (bounds from
             ``tolerance``), or ``"off"`` (keep raw, count only: the baseline).
         eb, eb_mode: the fixed bound; ``"rel"``: fraction of each tensor's value range,
-            ``"abs"``: absolute.
+            ``"abs"``: absolute. The adaptive mode uses it until its first estimate
+            (that first iteration's memory counts in the peak too).
         tolerance: adaptive mode: promised relative error (Frobenius norm) of each
             Linear/Conv weight gradient caused by compressing its saved input.
         update_every: adaptive mode: re-estimate the bounds every N iterations
             (iteration = one entry of the context / one forward of the wrapper).
         safety: adaptive mode: factor (< 1) applied to the derived bounds, margin for
             statistics that drift between re-estimations.
-        initial_eb: adaptive mode: relative bound used before the first estimate.
         min_bytes: tensors smaller than this are kept raw (per-call overhead ~0.1 ms).
         exclude: module names (a name also excludes its children), module types, or
             both; tensors saved while such a module runs are kept raw.
@@ -165,13 +165,13 @@ class ActivationCompressor:
 
     def __init__(self, model: torch.nn.Module | None = None, *, mode: str = "fixed", eb: float = 1e-2,
                  eb_mode: str = "rel", tolerance: float = 0.01, update_every: int = 50, safety: float = 0.5,
-                 initial_eb: float = 1e-2, min_bytes: int = 16384, exclude=(), predictor: str = "lorenzo",
+                 min_bytes: int = 16384, exclude=(), predictor: str = "lorenzo",
                  threads: int = 1, keep_sign: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
         if eb_mode not in EB_MODES:
             raise ValueError(f"eb_mode must be one of {EB_MODES}; got {eb_mode!r}")
-        for label, value in (("eb", eb), ("tolerance", tolerance), ("initial_eb", initial_eb)):
+        for label, value in (("eb", eb), ("tolerance", tolerance)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{label} must be a finite number >= 0; got {value!r}")
         if not (0 < safety <= 1):
@@ -197,7 +197,7 @@ class ActivationCompressor:
         self.model = model
         self.mode, self.eb, self.eb_mode = mode, float(eb), eb_mode
         self.tolerance, self.update_every, self.safety = float(tolerance), update_every, float(safety)
-        self.initial_eb, self.min_bytes = float(initial_eb), min_bytes
+        self.min_bytes = min_bytes
         self.predictor, self.threads, self.keep_sign = predictor, threads, bool(keep_sign)
 
         self._lock = threading.RLock()  # (a finalizer may release bytes while it is held)
@@ -420,10 +420,8 @@ class ActivationCompressor:
 
     def _bound_for(self, slot: int, layer: str):
         """(eb, mode) for a tensor first saved as the slot-th distinct tensor of this forward by `layer`."""
-        if self.mode == "fixed":
+        if self.mode == "fixed" or self._fallback_eb is None:  # (adaptive: before the first estimate)
             return self.eb, self.eb_mode
-        if self._fallback_eb is None:  # adaptive, before the first estimate
-            return self.initial_eb, "rel"
         if slot in self._slot_eb:
             return self._slot_eb[slot], "abs"
         return self.layer_eb.get(layer, self._fallback_eb), "abs"
@@ -599,7 +597,7 @@ class ActivationCompressor:
                 "peak_saved_bytes": self.peak_held_bytes,
                 "peak_raw_bytes": self.peak_raw_bytes,
                 "peak_ratio": self.peak_raw_bytes / self.peak_held_bytes if self.peak_held_bytes else float("nan"),
-                # adaptive: since the first estimate (the warm-up iterations use initial_eb); else = peak
+                # adaptive: since the first estimate (before it, the fixed bound is used); else = peak
                 "steady_peak_saved_bytes": self.steady_peak_held_bytes,
                 "steady_peak_raw_bytes": self.steady_peak_raw_bytes,
                 "raw_bytes": raw,
