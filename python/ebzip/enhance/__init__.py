@@ -204,25 +204,15 @@ def compress(x, eb: float, mode: str = "rel", **options) -> Enhanced:
 
     ``decompress`` of the result returns the array (not a dict).
     """
-    out = compress_fields({"x": x}, eb, mode, **options)
-    out.single = True
-    out._data = _repack_single(out._data)
-    return out
-
-
-def _repack_single(data: bytes) -> bytes:
-    meta, by_key = container.read(data)
-    meta["single"] = True
-    sections = [(container.META, 0, json.dumps(meta, separators=(",", ":")).encode())]
-    sections += [(k, f, bytes(p)) for (k, f), p in by_key.items()]
-    return container.pack(sections)
+    return compress_fields({"x": x}, eb, mode, _single=True, **options)
 
 
 def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = True, regulation: str = "1x",
                     groups: int = 1, steps: int = 400, time_limit: float | None = None, seed: int = 0,
                     channels: int | None = None, blocks: int = 2, conv_dims: int | None = None,
                     size_budget: float = 0.03, predictor: str = "auto", threads: int | None = 2,
-                    device: str | None = None, keep: str = "auto", verify: bool = True) -> Enhanced:
+                    device: str | None = None, keep: str = "auto", verify: bool = True,
+                    _single: bool = False) -> Enhanced:
     """Compress several fields (same grid when ``cross_field``), each with its own enhancer.
 
     Args:
@@ -313,7 +303,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
             edges = ([float(q) for q in np.quantile(own, np.arange(1, groups) / groups)] if groups > 1 else [])
             group_of = _groups_of(own, edges)
             with model.torch_threads(threads):
-                nets = [model.build(cfg) for _ in range(groups)]
+                nets = model.build(cfg, groups, seed=seed + 7919 * i)
                 info = model.train(nets, inputs, target, dims, group_of, steps=steps, time_limit=time_limit,
                                    seed=seed + 7919 * i, device=dev)
                 weights = model.weights_to_fp16(nets)
@@ -338,7 +328,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
         payloads.append(secs)
         stats[n] = st
 
-    meta = dict(fields=meta_fields, single=False, container_version=container.VERSION)
+    meta = dict(fields=meta_fields, single=_single, container_version=container.VERSION)
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
     data = container.pack([(container.META, 0, meta_bytes)] + [s for secs in payloads for s in secs])
     # per-field share of the container: its sections, plus an equal share of header, table and meta
@@ -346,7 +336,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     for n, secs in zip(names, payloads):
         stats[n]["nbytes"] = sum(len(p) for _, _, p in secs) + shared / len(names)
         stats[n]["bits_per_value"] = 8 * stats[n]["nbytes"] / max(stats[n]["n"], 1)
-    out = Enhanced(data, stats, single=False)
+    out = Enhanced(data, stats, single=_single)
     if verify:
         t0 = time.perf_counter()
         decoded = _decode(data, enhance=True, threads=threads, device=device)
@@ -478,7 +468,7 @@ def _decode(data, *, enhance: bool, threads, device, with_meta: bool = False):
             norms = {j: tuple(nv[k]) for k, j in enumerate(c["inputs"])}
             inputs = _features(recons, norms, ebs, c["inputs"], wshape, c["cfg"]["dims"])
             with model.torch_threads(threads):
-                nets = [model.build(c["cfg"]) for _ in range(c["groups"])]
+                nets = model.build(c["cfg"], c["groups"])
                 model.load_fp16(nets, bytes(weights))
                 r_hat = model.predict(nets, inputs, c["cfg"]["dims"], _groups_of(inputs[0], c["edges"]), dev)
             enhanced = _apply(recon, r_hat.reshape(recon.shape) * np.float32(c["scale"]), eb_abs)

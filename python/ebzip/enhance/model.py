@@ -47,8 +47,11 @@ def n_params(in_channels: int, channels: int, blocks: int, dims: int) -> int:
     return (in_channels * channels * k + channels) + blocks * (channels * channels * k + channels) + (channels * k + 1)
 
 
-def build(cfg: dict) -> ResidualCNN:
-    return ResidualCNN(cfg["in_channels"], cfg["channels"], cfg["blocks"], cfg["dims"])
+def build(cfg: dict, count: int = 1, seed: int | None = None) -> list[ResidualCNN]:
+    """``count`` networks of the configuration; initialised from ``seed`` when given."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return [ResidualCNN(cfg["in_channels"], cfg["channels"], cfg["blocks"], cfg["dims"]) for _ in range(count)]
 
 
 def weights_to_fp16(models: list[ResidualCNN]) -> bytes:
@@ -135,7 +138,6 @@ def train(models: list[ResidualCNN], inputs: np.ndarray, target: np.ndarray, dim
     Deterministic for a seed when ``time_limit`` is None (a time limit makes the
     number of steps depend on the machine's speed).
     """
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x_all = _as_batch(inputs, dims)  # (N, C, *tile)
     y_all = _as_batch(target[None], dims)
@@ -149,9 +151,17 @@ def train(models: list[ResidualCNN], inputs: np.ndarray, target: np.ndarray, dim
         m.train().to(device)
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.05)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train_loop(models, opt, sched, x_all, y_all, g_all, tile, crop, batch, steps, time_limit, rng, device)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train_loop(models, opt, sched, x_all, y_all, g_all, tile, crop, batch, steps, time_limit, rng, device):
     t0 = time.perf_counter()
     done = 0
-    loss_sum = 0.0
     for step in range(steps):
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             break
@@ -175,5 +185,4 @@ def train(models: list[ResidualCNN], inputs: np.ndarray, target: np.ndarray, dim
         opt.step()
         sched.step()
         done += 1
-        loss_sum += float(loss.detach())
     return dict(steps=done, seconds=time.perf_counter() - t0)
