@@ -25,7 +25,6 @@ reconstructions (within the bound) without torch.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -45,10 +44,7 @@ REGULATIONS = {"1x": 1.0, "2x": 2.0}
 # from the encoder's (other CPU, thread count) by ~1e-6 of the bound; this margin absorbs it.
 SAFETY = 1e-3
 _CHANNEL_CHOICES = (16, 12, 8, 6, 4)
-SCALES = (1.0, 0.75, 0.5, 0.25)  # candidate scales of the learned correction (see _choose_scale)
-# PSNR per doubling of the plain codec's size, to price the enhancer's bytes; ~6 dB per bit
-# per value at high rate, measured 6-8 dB per doubling on the bench fields (docs/enhance.md).
-RD_SLOPE_DB = 6.0
+SCALES = (1.0, 0.75, 0.5, 0.35, 0.25, 0.15)  # candidate scales of the learned correction (_choose_scale)
 _LIMITS = dict(channels=256, blocks=16, groups=64, in_channels=64)
 
 
@@ -234,7 +230,8 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
             device: "cpu"/"cuda" (default: cuda when available).
         keep: ``"auto"`` stores a field's enhancer only where it pays: its PSNR gain beats
             what its bytes (weights, fallback positions) would buy the plain codec, estimated
-            at RD_SLOPE_DB dB per doubling of size; ``"always"`` stores it regardless.
+            at the plain codec's local slope (dB per doubling of size, measured by one more
+            plain compression at half the bound); ``"always"`` stores it regardless.
         verify: decode the container and check the bound on every element (raises
             RuntimeError if it failed: a bug, never expected).
     """
@@ -311,10 +308,14 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
                 r_hat = model.predict(nets, inputs, dims, group_of, dev).reshape(a.shape)
             norm_vals = np.array([v for j in inputs_idx for v in norms[j]], dtype="<f8")
             fixed_bytes = len(weights) + norm_vals.nbytes + 200  # + its share of meta and table
+            slope = _plain_slope(a, eb_abs, base.nbytes, st["psnr_plain"], predictor) if keep == "auto" else 0.0
             scale, fallback, fb_bytes, score = _choose_scale(a, recon, r_hat, eb_abs, bound_factor * eb_abs,
-                                                             base.nbytes, fixed_bytes)
+                                                             base.nbytes, fixed_bytes, slope)
+            st["plain_slope_db_per_doubling"] = slope
+            kept = np.where(fallback, recon, _apply(recon, r_hat * np.float32(scale), eb_abs))
             st.update(train_seconds=info["seconds"], train_steps=info["steps"], **cfg, groups=groups,
-                      params=len(weights) // 2, scale=scale, rd_score_db=score)
+                      params=len(weights) // 2, scale=scale, rd_score_db=score, psnr_if_kept=psnr(a, kept),
+                      extra_nbytes_if_kept=fixed_bytes - 200 + len(fb_bytes))
             if keep == "always" or score > 0:
                 entry["enhancer"] = dict(cfg, groups=groups, group_edges=edges, inputs=inputs_idx,
                                          regulation=regulation, scale=scale, seed=seed)
@@ -329,7 +330,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
         stats[n] = st
 
     meta = dict(fields=meta_fields, single=_single, container_version=container.VERSION)
-    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+    meta_bytes = container.meta_payload(meta)
     data = container.pack([(container.META, 0, meta_bytes)] + [s for secs in payloads for s in secs])
     # per-field share of the container: its sections, plus an equal share of header, table and meta
     shared = len(data) - sum(len(p) for secs in payloads for _, _, p in secs)
@@ -356,10 +357,21 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     return out
 
 
-def _choose_scale(a, recon, r_hat, eb_abs, bound, base_nbytes, fixed_bytes):
+def _plain_slope(a, eb_abs, base_nbytes, psnr_plain, predictor) -> float:
+    """dB of PSNR the plain codec gains per doubling of its size, around this bound (one more
+    compression at half the bound); the price of the enhancer's bytes."""
+    half = api.compress(a, eb_abs / 2, "abs", predictor=predictor)
+    p2 = psnr(a, api.decompress(half))
+    doublings = math.log2(half.nbytes / base_nbytes) if half.nbytes > base_nbytes else 0.0
+    if doublings <= 0.01 or not math.isfinite(p2) or not math.isfinite(psnr_plain):
+        return 30.0  # bits are nearly free for the plain codec here (or lossless): the enhancer must be huge
+    return float(min(max((p2 - psnr_plain) / doublings, 1.0), 30.0))
+
+
+def _choose_scale(a, recon, r_hat, eb_abs, bound, base_nbytes, fixed_bytes, slope):
     """The correction's scale (shrinking it trades gain for fewer fallback positions), by RD score.
 
-    score = PSNR gain (dB) - RD_SLOPE_DB * log2(size with enhancer / base size): positive means
+    score = PSNR gain (dB) - slope * log2(size with enhancer / base size): positive means
     the enhancer beats spending its bytes on a tighter bound instead (to first order).
     Returns (scale, fallback mask, fallback bytes, score).
     """
@@ -374,7 +386,7 @@ def _choose_scale(a, recon, r_hat, eb_abs, bound, base_nbytes, fixed_bytes):
         mse = float(np.mean((x64 - y) ** 2)) if x64.size else 0.0
         fb_bytes = container.encode_positions(fallback)
         gain = 10 * math.log10(mse_plain / mse) if mse > 0 and mse_plain > 0 else 0.0
-        score = gain - RD_SLOPE_DB * math.log2((base_nbytes + fixed_bytes + len(fb_bytes)) / base_nbytes)
+        score = gain - slope * math.log2((base_nbytes + fixed_bytes + len(fb_bytes)) / base_nbytes)
         if best is None or score > best[3]:
             best = (scale, fallback, fb_bytes, score)
     return best

@@ -31,6 +31,7 @@ _ENTRY = struct.Struct("<B3xIQI")
 META, BASE, WEIGHTS, NORM, FALLBACK = 1, 2, 3, 4, 5
 KINDS = {META: "meta", BASE: "base", WEIGHTS: "weights", NORM: "norm", FALLBACK: "fallback"}
 MAX_SECTIONS = 1 << 16
+MAX_META = 1 << 24
 
 # fallback position encodings (first byte of a FALLBACK section)
 FB_NONE, FB_BITMASK, FB_DELTAS = 0, 1, 2
@@ -88,17 +89,26 @@ def unpack(data) -> list[tuple[int, int, memoryview]]:
     return out
 
 
+def meta_payload(meta: dict) -> bytes:
+    """The meta section: compact JSON, zlib-compressed (it is a few hundred bytes per field)."""
+    return zlib.compress(json.dumps(meta, separators=(",", ":")).encode(), 9)
+
+
 def read(data) -> tuple[dict, dict]:
     """(meta JSON, {(kind, field): payload}) with the structure checked."""
     sections = unpack(data)
     if not sections or sections[0][0] != META:
         raise StreamError("enhancer container: the first section must be the meta section")
     try:
-        meta = json.loads(bytes(sections[0][2]).decode("utf-8"))
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(bytes(sections[0][2]), MAX_META)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ValueError("meta larger than 16 MiB or incomplete")
+        meta = json.loads(text.decode("utf-8"))
         fields = meta["fields"]
         if not isinstance(fields, list) or not fields:
             raise ValueError("no fields")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, zlib.error) as e:
         raise StreamError(f"enhancer container: meta section unreadable ({e})") from None
     by_key = {}
     for kind, field, payload in sections[1:]:

@@ -173,13 +173,11 @@ def _train_loop(models, opt, sched, x_all, y_all, g_all, tile, crop, batch, step
         yb = torch.from_numpy(np.stack([y_all[s] for s in sl])).to(device)
         if len(models) == 1:
             loss = torch.mean((models[0](xb) - yb) ** 2)
-        else:  # GWLZ: each element's error counts for the model of its value group only
-            gb = torch.from_numpy(np.stack([g_all[s] for s in sl])).to(device)
-            loss = 0.0
-            for k, m in enumerate(models):
-                w = (gb == k).to(xb.dtype)
-                loss = loss + torch.sum(w * (m(xb) - yb) ** 2)
-            loss = loss / yb.numel()
+        else:  # GWLZ: the models take turns (same compute per step as one model); each one's
+            # loss counts only the elements of its value group
+            k = step % len(models)
+            w = (torch.from_numpy(np.stack([g_all[s] for s in sl])).to(device) == k).to(xb.dtype)
+            loss = torch.sum(w * (models[k](xb) - yb) ** 2) / torch.clamp(w.sum(), min=1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
