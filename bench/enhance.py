@@ -47,6 +47,7 @@ VARIANTS = {  # name -> compress_fields options
     "single_1x": dict(cross_field=False, regulation="1x"),
     "cross_2x": dict(cross_field=True, regulation="2x"),
     "gwlz_1x": dict(cross_field=True, regulation="1x", groups=4),
+    "half_1x": dict(cross_field=True, regulation="1x-half"),  # base at eb/2, 2x clamp: within eb, no positions
 }
 
 
@@ -128,7 +129,7 @@ def run(args) -> dict:
                     rec = dict(group=g, field=name, shape=list(x.shape), rel=rel, variant=v,
                                quantized_source=QUANTISED.get(name, False),
                                bits_per_value=s["bits_per_value"], base_bits_per_value=8 * s["base_nbytes"] / s["n"],
-                               psnr=s["psnr"], psnr_plain_same_bound=s["psnr_plain"],
+                               psnr=s["psnr"], psnr_plain_same_bound=s["psnr_plain_user_bound"],
                                gain_db=s["psnr"] - gain[0]["ebzip_psnr"] if gain else None,
                                enhanced=s["enhanced"], params=s["params"], channels=s.get("channels"),
                                dims=s.get("dims"), scale=s.get("scale"), fallbacks=s["fallbacks"],
@@ -237,7 +238,7 @@ def plot(report: dict, path: Path) -> None:
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    marks = {"cross_1x": "o", "single_1x": "s", "cross_2x": "^", "gwlz_1x": "D"}
+    marks = {"cross_1x": "o", "single_1x": "s", "cross_2x": "^", "gwlz_1x": "D", "half_1x": "v"}
     for ax, n in zip(axes.flat, names):
         p = report["plain"][n]
         ax.plot([q["bits_per_value"] for q in p], [q["psnr"] for q in p], "k-", lw=1, label="plain ebzip")

@@ -76,6 +76,18 @@ def test_2x_mode_within_twice_the_bound():
     check_bound(plain, y, eb_abs * (1 + 1e-6))  # the correction is clamped to plain +- eb
 
 
+def test_1x_half_mode_strict_bound_without_positions():
+    x = smooth((40, 50), 9)
+    c = ee.compress(x, 1e-2, "rel", regulation="1x-half", **FAST)
+    st = c.stats["x"]
+    assert st["base_eb_abs"] == st["eb_abs"] / 2 and st["bound_abs"] == st["eb_abs"]
+    y = ee.decompress(c)
+    check_bound(x, y, st["eb_abs"])
+    plain = ee.decompress(c, enhance=False)
+    check_bound(x, plain, st["eb_abs"] / 2)
+    assert not np.array_equal(y, plain)
+
+
 def test_container_round_trip_and_ebzip_decompress(single, fields):
     blob = bytes(single)
     assert blob[:4] == b"EBZN" and ee.is_container(blob)

@@ -38,7 +38,12 @@ __all__ = ["Enhanced", "compress", "compress_fields", "decompress", "is_containe
 
 is_container = container.is_container
 
-REGULATIONS = {"1x": 1.0, "2x": 2.0}
+# regulation -> (the base stream's bound as a fraction of the user's, the output's bound as a multiple
+# of the base stream's). "1x": base at the user's bound, enhanced values that would leave it fall back
+# (positions stored); "2x": the correction is clamped to +-eb, so the output is within 2 eb;
+# "1x-half": the base at half the user's bound and the 2x clamp on it: within the user's bound with
+# no stored positions (a different point on the same rate-distortion curve).
+REGULATIONS = {"1x": (1.0, 1.0), "2x": (1.0, 2.0), "1x-half": (0.5, 2.0)}
 # An enhanced value is accepted only where its error is within this fraction of the bound
 # (minus two ulps of the element type): the decoder's convolutions may round differently
 # from the encoder's (other CPU, thread count) by ~1e-6 of the bound; this margin absorbs it.
@@ -216,7 +221,10 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
         eb, mode: the bound, as for :func:`ebzip.compress` (``"abs"`` or ``"rel"``);
             ``eb`` may be a dict name -> bound.
         cross_field: every field's network also sees the other fields' decompressed values.
-        regulation: ``"1x"`` (|x - y| <= eb everywhere) or ``"2x"`` (|x - y| <= 2 eb).
+        regulation: ``"1x"`` (|x - y| <= eb everywhere; where the enhanced value would leave
+            the bound, the plain value, positions stored), ``"2x"`` (|x - y| <= 2 eb: the
+            correction clamped to the plain value +- eb), or ``"1x-half"`` (|x - y| <= eb: the
+            base stream at eb/2 and the 2x clamp on it; no positions to store).
         groups: 1, or G > 1 for GWLZ: one network per value-range group (quantiles of
             the decompressed field).
         steps: training steps (Adam, random crops); ``time_limit`` (seconds) stops
@@ -266,18 +274,23 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     bases, recons = [], []
     for n, a in zip(names, arrays):
         c = api.compress(a, ebs[n], mode, predictor=predictor)
+        if REGULATIONS[regulation][0] != 1.0 and c.eb_abs > 0:
+            c = api.compress(a, c.eb_abs * REGULATIONS[regulation][0], "abs", predictor=predictor)
         bases.append(c)
         recons.append(api.decompress(c))
     norms = [_norm_constants(r) for r in recons]
     eb_list = [float(c.eb_abs) for c in bases]
-    bound_factor = REGULATIONS[regulation]
+    base_fraction, bound_factor = REGULATIONS[regulation]
 
     meta_fields, payloads, stats = [], [], {}
     for i, (n, a) in enumerate(zip(names, arrays)):
         base, recon = bases[i], recons[i]
-        eb_abs = float(base.eb_abs)
-        entry = dict(name=n, shape=list(a.shape), dtype=a.dtype.name, eb=float(ebs[n]), mode=mode, eb_abs=eb_abs)
-        st = dict(n=a.size, eb_abs=eb_abs, base_nbytes=base.nbytes, enhancer_nbytes=0, params=0, fallbacks=0,
+        eb_abs = float(base.eb_abs)  # the base stream's bound: the network's unit
+        guaranteed = bound_factor * eb_abs
+        entry = dict(name=n, shape=list(a.shape), dtype=a.dtype.name, eb=float(ebs[n]), mode=mode, eb_abs=eb_abs,
+                     bound_abs=guaranteed)
+        # eb_abs in the stats: the user's bound (1x modes: every element within it; 2x: within twice it)
+        st = dict(n=a.size, eb_abs=eb_abs / base_fraction, base_eb_abs=eb_abs, bound_abs=guaranteed, base_nbytes=base.nbytes, enhancer_nbytes=0, params=0, fallbacks=0,
                   train_seconds=0.0, train_steps=0, psnr_plain=psnr(a, recon))
         secs = [(container.BASE, i, bytes(base))]
         entry["enhancer"] = None
@@ -343,7 +356,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
         decoded = _decode(data, enhance=True, threads=threads, device=device)
         for n, a in zip(names, arrays):
             y = decoded[n]
-            bound = REGULATIONS[regulation] * stats[n]["eb_abs"]
+            bound = stats[n]["bound_abs"]
             finite = np.isfinite(a)  # (non-finite values come back bit-exactly from the base stream)
             bad = finite & ~_within(a, y, bound)
             if bad.any():
@@ -351,6 +364,8 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
                                    "after encoding (a bug; please report)")
             err = np.abs(a[finite].astype(np.float64) - y[finite].astype(np.float64))
             stats[n]["max_err_over_eb"] = float(err.max() / stats[n]["eb_abs"]) if err.size and stats[n]["eb_abs"] else 0.0
+            stats[n]["psnr_plain_user_bound"] = (psnr(a, api.decompress(api.compress(a, ebs[n], mode, predictor=predictor)))
+                                                 if base_fraction != 1.0 else stats[n]["psnr_plain"])
             stats[n]["psnr"] = psnr(a, y)
         for n in names:
             stats[n]["verify_seconds"] = (time.perf_counter() - t0) / len(names)
