@@ -49,6 +49,7 @@ REGULATIONS = {"1x": (1.0, 1.0), "2x": (1.0, 2.0), "1x-half": (0.5, 2.0)}
 # from the encoder's (other CPU, thread count) by ~1e-6 of the bound; this margin absorbs it.
 SAFETY = 1e-3
 _CHANNEL_CHOICES = (16, 12, 8, 6, 4)
+_SECTION_OVERHEAD = 200  # bytes an enhancer adds besides its payloads (3 table entries, its meta entry), roughly
 SCALES = (1.0, 0.75, 0.5, 0.35, 0.25, 0.15)  # candidate scales of the learned correction (_choose_scale)
 _LIMITS = dict(channels=256, blocks=16, groups=64, in_channels=64)
 
@@ -271,16 +272,20 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
         raise ValueError("an eb dict must give a bound for every field")
     dev = model.device_for(device)
 
-    bases, recons = [], []
+    base_fraction, bound_factor = REGULATIONS[regulation]
+    bases, recons, user_eb_abs, plain_psnr_at_user_bound = [], [], [], []
     for n, a in zip(names, arrays):
         c = api.compress(a, ebs[n], mode, predictor=predictor)
-        if REGULATIONS[regulation][0] != 1.0 and c.eb_abs > 0:
-            c = api.compress(a, c.eb_abs * REGULATIONS[regulation][0], "abs", predictor=predictor)
+        user_eb_abs.append(float(c.eb_abs))
+        if base_fraction != 1.0 and c.eb_abs > 0:
+            plain_psnr_at_user_bound.append(psnr(a, api.decompress(c)))
+            c = api.compress(a, c.eb_abs * base_fraction, "abs", predictor=predictor)
         bases.append(c)
         recons.append(api.decompress(c))
+        if len(plain_psnr_at_user_bound) < len(bases):
+            plain_psnr_at_user_bound.append(psnr(a, recons[-1]))
     norms = [_norm_constants(r) for r in recons]
     eb_list = [float(c.eb_abs) for c in bases]
-    base_fraction, bound_factor = REGULATIONS[regulation]
 
     meta_fields, payloads, stats = [], [], {}
     for i, (n, a) in enumerate(zip(names, arrays)):
@@ -290,8 +295,9 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
         entry = dict(name=n, shape=list(a.shape), dtype=a.dtype.name, eb=float(ebs[n]), mode=mode, eb_abs=eb_abs,
                      bound_abs=guaranteed)
         # eb_abs in the stats: the user's bound (1x modes: every element within it; 2x: within twice it)
-        st = dict(n=a.size, eb_abs=eb_abs / base_fraction, base_eb_abs=eb_abs, bound_abs=guaranteed, base_nbytes=base.nbytes, enhancer_nbytes=0, params=0, fallbacks=0,
-                  train_seconds=0.0, train_steps=0, psnr_plain=psnr(a, recon))
+        st = dict(n=a.size, eb_abs=user_eb_abs[i], base_eb_abs=eb_abs, bound_abs=guaranteed, base_nbytes=base.nbytes,
+                  enhancer_nbytes=0, params=0, fallbacks=0, train_seconds=0.0, train_steps=0,
+                  psnr_plain=psnr(a, recon), psnr_plain_user_bound=plain_psnr_at_user_bound[i])
         secs = [(container.BASE, i, bytes(base))]
         entry["enhancer"] = None
         if eb_abs > 0 and math.isfinite(eb_abs) and a.size >= 8:
@@ -320,7 +326,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
                 model.load_fp16(nets, weights)  # predict with exactly the weights the decoder will have
                 r_hat = model.predict(nets, inputs, dims, group_of, dev).reshape(a.shape)
             norm_vals = np.array([v for j in inputs_idx for v in norms[j]], dtype="<f8")
-            fixed_bytes = len(weights) + norm_vals.nbytes + 200  # + its share of meta and table
+            fixed_bytes = len(weights) + norm_vals.nbytes + _SECTION_OVERHEAD
             slope = _plain_slope(a, eb_abs, base.nbytes, st["psnr_plain"], predictor) if keep == "auto" else 0.0
             scale, fallback, fb_bytes, score = _choose_scale(a, recon, r_hat, eb_abs, bound_factor * eb_abs,
                                                              base.nbytes, fixed_bytes, slope)
@@ -328,7 +334,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
             kept = np.where(fallback, recon, _apply(recon, r_hat * np.float32(scale), eb_abs))
             st.update(train_seconds=info["seconds"], train_steps=info["steps"], **cfg, groups=groups,
                       params=len(weights) // 2, scale=scale, rd_score_db=score, psnr_if_kept=psnr(a, kept),
-                      extra_nbytes_if_kept=fixed_bytes - 200 + len(fb_bytes))
+                      extra_nbytes_if_kept=fixed_bytes - _SECTION_OVERHEAD + len(fb_bytes))
             if keep == "always" or score > 0:
                 entry["enhancer"] = dict(cfg, groups=groups, group_edges=edges, inputs=inputs_idx,
                                          regulation=regulation, scale=scale, seed=seed)
@@ -364,8 +370,6 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
                                    "after encoding (a bug; please report)")
             err = np.abs(a[finite].astype(np.float64) - y[finite].astype(np.float64))
             stats[n]["max_err_over_eb"] = float(err.max() / stats[n]["eb_abs"]) if err.size and stats[n]["eb_abs"] else 0.0
-            stats[n]["psnr_plain_user_bound"] = (psnr(a, api.decompress(api.compress(a, ebs[n], mode, predictor=predictor)))
-                                                 if base_fraction != 1.0 else stats[n]["psnr_plain"])
             stats[n]["psnr"] = psnr(a, y)
         for n in names:
             stats[n]["verify_seconds"] = (time.perf_counter() - t0) / len(names)
