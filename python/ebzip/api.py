@@ -229,7 +229,7 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
 
 
 def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf16: bool = False,
-               device: str | None = None):
+               device: str | None = None, enhance: bool = True):
     """Restore an array from a :class:`Compressed` or any bytes-like ebzip stream.
 
     Returns the kind of array that was compressed when ``data`` is a
@@ -242,10 +242,19 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
     ``device``: ``"cuda"``/``"cuda:N"`` puts the result on that GPU (a torch
     tensor, or a cupy array when cupy went in), decoded there by the CUDA
     driver where it runs this stream's pipeline; ``"cpu"`` keeps it on the host.
+
+    An enhancer container (``ebzip.enhance``) is delegated to
+    :func:`ebzip.enhance.decompress`: the enhanced array (or dict of arrays),
+    which needs torch, or the plain reconstruction with ``enhance=False``.
     """
     nthreads = _threads(threads)
     if isinstance(data, str):
         raise TypeError("decompress expects the compressed bytes, not a str")
+    if _is_enhanced(data):
+        if out is not None or like is not None:
+            raise ValueError("out= and like= are not supported for enhancer containers (ebzip.enhance)")
+        from . import enhance as _enhance
+        return _enhance.decompress(data, enhance=enhance)
     try:
         info = data.info if isinstance(data, Compressed) else _core.inspect(data)
     except TypeError:
@@ -269,6 +278,19 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
     result, view = _arrays.allocate(shape, name, origin)
     _core.decompress_into(data, view, nthreads)
     return _arrays.finish(result, name, origin, raw_bf16)
+
+
+def _is_enhanced(data) -> bool:
+    """An ebzip.enhance container (magic "EBZN") rather than a core stream ("EBZP")."""
+    if isinstance(data, Compressed):
+        return False
+    from .enhance import Enhanced  # (no torch import: that happens only when a network runs)
+    if isinstance(data, Enhanced):
+        return True
+    try:
+        return bytes(memoryview(data)[:4]) == b"EBZN"
+    except TypeError:
+        return False
 
 
 def inspect(data) -> dict:
