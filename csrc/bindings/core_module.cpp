@@ -7,25 +7,13 @@
 #include <stdexcept>
 
 #include "../cpu/codec_cpu.hpp"
-#include "compress_params.hpp"
+#include "binding_args.hpp"
 #include "zstd.h"
 
 namespace py = pybind11;
 using namespace ebzip;
 
 namespace {
-
-const uint8_t* buffer_bytes(const py::buffer& b, uint64_t& len, py::buffer_info& keep) {
-  keep = b.request();
-  py::ssize_t expect = keep.itemsize;  // C-contiguous strides, innermost first
-  for (py::ssize_t k = keep.ndim; k-- > 0;) {
-    if (keep.shape[size_t(k)] > 1 && keep.strides[size_t(k)] != expect)
-      throw std::invalid_argument("an ebzip stream must be a C-contiguous buffer (e.g. bytes); got a strided view");
-    expect *= keep.shape[size_t(k)];
-  }
-  len = uint64_t(keep.size) * uint64_t(keep.itemsize);
-  return static_cast<const uint8_t*>(keep.ptr);
-}
 
 // Owns a compressed stream and exports it through the buffer protocol
 // (read-only), so bytes(c), memoryview(c) and np.frombuffer(c) need no copy.
@@ -75,7 +63,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](py::buffer b) {
              py::buffer_info keep;
              uint64_t len;
-             const uint8_t* p = buffer_bytes(b, len, keep);
+             const uint8_t* p = stream_bytes(b, len, keep);
              return StreamBuffer{std::vector<uint8_t>(p, p + len)};
            }),
            py::arg("data"))
@@ -125,7 +113,7 @@ PYBIND11_MODULE(_core, m) {
       [](py::buffer stream) {
         py::buffer_info keep;
         uint64_t len;
-        const uint8_t* p = buffer_bytes(stream, len, keep);
+        const uint8_t* p = stream_bytes(stream, len, keep);
         return header_dict(cpu::inspect(p, len));
       },
       py::arg("stream"));
@@ -135,7 +123,7 @@ PYBIND11_MODULE(_core, m) {
       [](py::buffer stream, py::array out, int threads) {
         py::buffer_info keep;
         uint64_t len;
-        const uint8_t* p = buffer_bytes(stream, len, keep);
+        const uint8_t* p = stream_bytes(stream, len, keep);
         const Header h = cpu::inspect(p, len);
         if (!(out.flags() & py::array::c_style) || !out.writeable()) throw std::invalid_argument("out must be a writable C-contiguous array");
         if (uint64_t(out.size()) != h.num_elements() || out.itemsize() != dtype_size(h.dtype))

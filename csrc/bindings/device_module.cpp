@@ -10,7 +10,7 @@
 #include <stdexcept>
 
 #include "../cuda/codec_device.hpp"
-#include "compress_params.hpp"
+#include "binding_args.hpp"
 #include "ebzip/format.hpp"
 
 #ifndef EBZIP_DEVICE_MODULE
@@ -22,18 +22,6 @@
 
 namespace py = pybind11;
 using namespace ebzip;
-
-namespace {
-
-const uint8_t* stream_bytes(const py::buffer& b, uint64_t& len, py::buffer_info& keep) {
-  keep = b.request();
-  if (keep.ndim != 1 || (keep.shape[0] > 1 && keep.strides[0] != keep.itemsize))
-    throw std::invalid_argument("an ebzip stream must be a contiguous bytes-like object");
-  len = uint64_t(keep.size) * uint64_t(keep.itemsize);
-  return static_cast<const uint8_t*>(keep.ptr);
-}
-
-}  // namespace
 
 PYBIND11_MODULE(EBZIP_DEVICE_MODULE, m) {
   m.doc() = "ebzip device driver (Thrust; see csrc/cuda/README.md)";
