@@ -120,26 +120,20 @@ struct DeviceBuffer {
 
 // Copies are synchronous for the host side: the host reads (or frees) its
 // buffer right after.
-void to_host(void* dst, const void* src, size_t bytes, const Exec& ex) {
+void copy_sync(void* dst, const void* src, size_t bytes, bool device_to_host, const Exec& ex) {
   if (!bytes) return;
 #if EBZ_DEVICE_CUDA
-  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ex.s), "cudaMemcpyAsync D2H");
+  check(cudaMemcpyAsync(dst, src, bytes, device_to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, ex.s),
+        device_to_host ? "cudaMemcpyAsync D2H" : "cudaMemcpyAsync H2D");
   ex.sync();
 #else
+  (void)device_to_host;
   (void)ex;
   std::memcpy(dst, src, bytes);
 #endif
 }
-void to_device(void* dst, const void* src, size_t bytes, const Exec& ex) {
-  if (!bytes) return;
-#if EBZ_DEVICE_CUDA
-  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ex.s), "cudaMemcpyAsync H2D");
-  ex.sync();
-#else
-  (void)ex;
-  std::memcpy(dst, src, bytes);
-#endif
-}
+void to_host(void* dst, const void* src, size_t bytes, const Exec& ex) { copy_sync(dst, src, bytes, true, ex); }
+void to_device(void* dst, const void* src, size_t bytes, const Exec& ex) { copy_sync(dst, src, bytes, false, ex); }
 template <class U>
 std::vector<U> download(const DeviceBuffer<U>& b, size_t count, const Exec& ex) {
   std::vector<U> h(count);
