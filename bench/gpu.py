@@ -85,6 +85,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def wall_timed(fn, *args, **kwargs):
+    """(seconds, result) of one call, by the host clock."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - t0, result
+
+
 def best_of(repeat: int, fn):
     best, result = math.inf, None
     for _ in range(repeat):
@@ -104,39 +111,18 @@ def check_bound(x: np.ndarray, y: np.ndarray, eb: float) -> float:
 
 def row_ebzip_cpu(x, eb, args):
     before = peak_rss_bytes()
-
-    def comp():
-        t0 = time.perf_counter()
-        c = ebzip.compress(x, eb, predictor=args.predictor, threads=args.threads)
-        return time.perf_counter() - t0, c
-
-    tc, c = best_of(args.repeat, comp)
-
-    def decomp():
-        t0 = time.perf_counter()
-        y = ebzip.decompress(c, threads=args.threads)
-        return time.perf_counter() - t0, y
-
-    td, y = best_of(args.repeat, decomp)
+    tc, c = best_of(args.repeat, lambda: wall_timed(ebzip.compress, x, eb, predictor=args.predictor,
+                                                    threads=args.threads))
+    td, y = best_of(args.repeat, lambda: wall_timed(ebzip.decompress, c, threads=args.threads))
     return {"ratio": c.ratio, "comp_s": tc, "decomp_s": td, "max_err_over_eb": check_bound(x, y, eb),
             "mem_highwater_bytes": max(0, peak_rss_bytes() - before), "mem_note": "peak RSS growth",
             "stream": bytes(c)}
 
 
 def row_shared_path(x, eb, args):
-    def comp():
-        t0 = time.perf_counter()
-        s = _device.shared_path_compress(x, eb, threads=args.threads, predictor=args.predictor)
-        return time.perf_counter() - t0, s
-
-    tc, s = best_of(args.repeat, comp)
-
-    def decomp():
-        t0 = time.perf_counter()
-        y = _device.shared_path_decompress(s)
-        return time.perf_counter() - t0, y
-
-    td, y = best_of(args.repeat, decomp)
+    tc, s = best_of(args.repeat, lambda: wall_timed(_device.shared_path_compress, x, eb, threads=args.threads,
+                                                    predictor=args.predictor))
+    td, y = best_of(args.repeat, lambda: wall_timed(_device.shared_path_decompress, s))
     return {"ratio": x.nbytes / len(s), "comp_s": tc, "decomp_s": td, "max_err_over_eb": check_bound(x, y, eb),
             "stream": s}
 
