@@ -284,13 +284,11 @@ def _is_enhanced(data) -> bool:
     """An ebzip.enhance container (magic "EBZN") rather than a core stream ("EBZP")."""
     if isinstance(data, Compressed):
         return False
-    from .enhance import Enhanced  # (no torch import: that happens only when a network runs)
-    if isinstance(data, Enhanced):
-        return True
     try:
         return bytes(memoryview(data)[:4]) == b"EBZN"
-    except TypeError:
-        return False
+    except TypeError:  # not a buffer: an Enhanced object (a buffer only from Python 3.12), or a bad argument
+        from .enhance import Enhanced  # imported only here: plain streams never load ebzip.enhance
+        return isinstance(data, Enhanced)
 
 
 def inspect(data) -> dict:
