@@ -21,6 +21,10 @@ import zlib
 import numpy as np
 
 import ebzip
+from ebzip import _core
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from conftest import with_header  # noqa: E402  (the version 3 header writer the tests use)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.join(HERE, "errors.md")
@@ -30,9 +34,7 @@ S = bytes(ebzip.compress(X, 1e-3, block_elems=300))  # a valid stream: 4 chunks
 
 
 def _layout(s: bytes) -> dict:
-    ndim, pred = s[7], s[40]
-    version = struct.unpack_from("<H", s, 4)[0]
-    hlen = 48 + 8 * ndim + 8 * pred + (56 if version >= 2 and s[9] == 2 else 0)  # v2 interp parameters
+    hlen = _core.header_extent(s)
     cb_len = struct.unpack_from("<I", s, hlen + 4)[0]
     table = hlen + 4 + 8 + cb_len
     (n,) = struct.unpack_from("<Q", s, table)
@@ -50,35 +52,21 @@ def flip(s: bytes, at: int, mask: int = 0x01) -> bytes:
 
 def forge_header(s: bytes, **fields) -> bytes:
     """Change header fields and recompute the header CRC (a forged, not a corrupted, stream)."""
-    b = bytearray(s)
-    offsets = {"version": ("<H", 4), "dtype": ("<B", 6), "ndim": ("<B", 7), "mode": ("<B", 8),
-               "pipeline": ("<B", 9), "radius": ("<I", 12), "eb_abs": ("<d", 24), "block_elems": ("<Q", 32)}
-    for k, v in fields.items():
-        fmt, off = offsets[k]
-        struct.pack_into(fmt, b, off, v)
-    hlen = _layout(s)["header_len"]
-    if hlen + 4 <= len(b):
-        struct.pack_into("<I", b, hlen, zlib.crc32(bytes(b[:hlen])))
-    return bytes(b)
+    if "version" in fields:  # checked before anything else is parsed
+        return s[:4] + struct.pack("<H", fields["version"]) + s[6:]
+    return with_header(s, **fields)
 
 
 def forged_huge_shape() -> bytes:
-    """A 1-D stream of 100 values whose header claims 2**40 elements (CRC recomputed)."""
-    s = bytearray(ebzip.compress(np.arange(100, dtype=np.float32), 1e-3, predictor="lorenzo"))
-    struct.pack_into("<Q", s, 48, 2**40)  # shape[0]
-    struct.pack_into("<Q", s, 56, 2**40)  # prediction shape[0]
-    struct.pack_into("<I", s, 64, zlib.crc32(bytes(s[:64])))
-    return bytes(s)
+    """A 1-D stream of 100 values whose header claims 2**40 elements (header CRC recomputed)."""
+    s = bytes(ebzip.compress(np.arange(100, dtype=np.float32), 1e-3, predictor="lorenzo"))
+    return with_header(s, shape=[2**40], pred_shape=[2**40])
 
 
 def forged_big_shape_one_chunk() -> bytes:
     """A 100-value stream whose header claims 2**22 elements in one chunk (all CRCs valid)."""
-    s = bytearray(ebzip.compress(np.arange(100, dtype=np.float32), 1e-3, predictor="lorenzo"))
-    struct.pack_into("<Q", s, 32, 2**32)  # block_elems: one chunk
-    struct.pack_into("<Q", s, 48, 2**22)
-    struct.pack_into("<Q", s, 56, 2**22)
-    struct.pack_into("<I", s, 64, zlib.crc32(bytes(s[:64])))
-    return bytes(s)
+    s = bytes(ebzip.compress(np.arange(100, dtype=np.float32), 1e-3, predictor="lorenzo"))
+    return with_header(s, block_elems=2**32, shape=[2**22], pred_shape=[2**22])
 
 
 def strided_stream():
@@ -138,8 +126,8 @@ CASES = [
     ("decompress: stream", "one trailing byte", "ebzip.decompress(S + b'\\0')"),
     ("decompress: stream", "two streams concatenated", "ebzip.decompress(S + S)"),
     ("decompress: stream", "one bit flipped in the version field", "ebzip.decompress(flip(S, 4))"),
-    ("decompress: stream", "one bit flipped in the header", "ebzip.decompress(flip(S, 24))"),
-    ("decompress: stream", "one bit flipped in the shape", "ebzip.decompress(flip(S, 48))"),
+    ("decompress: stream", "one bit flipped in the header (the bound)", "ebzip.decompress(flip(S, 20))"),
+    ("decompress: stream", "one bit flipped in the header (its last field)", "ebzip.decompress(flip(S, L['header_len'] - 2))"),
     ("decompress: stream", "one bit flipped in the header CRC", "ebzip.decompress(flip(S, L['header_len']))"),
     ("decompress: stream", "one bit flipped in the codebook", "ebzip.decompress(flip(S, L['codebook'] + 3))"),
     ("decompress: stream", "one bit flipped in the chunk table", "ebzip.decompress(flip(S, L['table'] + 9))"),

@@ -73,17 +73,14 @@ uint64_t rd64(const Bytes& s, size_t o) { uint64_t v; memcpy(&v, s.data() + o, 8
 void wr32(Bytes& s, size_t o, uint32_t v) { memcpy(s.data() + o, &v, 4); }
 
 // Recomputes the header, codebook, table and chunk CRCs of a (mutated)
-// stream, as far as its layout parses (format versions 1 and 2, docs/format.md).
+// stream, as far as its layout parses (docs/format.md).
 void fix_crcs(Bytes& s) {
-  if (s.size() < 48) return;
-  const size_t ndim = s[7], pred_ndim = s[40];
-  const unsigned version = unsigned(s[4]) | unsigned(s[5]) << 8;
-  const size_t interp_params = version >= 2 && s[9] == 2 ? 56 : 0;  // v2 interp: cubic, order, alpha, beta, tile
-  const size_t hlen = 48 + 8 * ndim + 8 * pred_ndim + interp_params;
-  if (s.size() < hlen + 4) return;
+  const size_t hlen = ebzip::header_extent(s.data(), s.size());
+  if (hlen == 0 || s.size() < hlen + 4) return;
   wr32(s, hlen, crc32(s.data(), hlen));
   size_t pos = hlen + 4;
-  if (s[9] == 1 || s[9] == 2) {  // lorenzo, interp: codebook section
+  const uint8_t pipeline = s[4] == 3 && s[5] == 0 ? s[8] : s[9];  // version 3 moved it
+  if (pipeline == 1 || pipeline == 2) {  // lorenzo, interp: codebook section
     if (s.size() < pos + 8) return;
     const uint64_t cb = rd32(s, pos);
     if (s.size() - pos - 8 < cb) return;

@@ -43,6 +43,7 @@ if atheris is not None and __name__ == "__main__":
         import ebzip
 else:
     import ebzip
+from ebzip import _core
 
 MAX_ARRAY_ELEMS = 4096
 MAX_DECODE_ELEMS = 1 << 16  # a forged header may declare up to 2**32 elements: a real, huge allocation
@@ -58,18 +59,15 @@ class FuzzFailure(AssertionError):
 
 
 def fix_crcs(s: bytearray) -> None:
-    """Recompute the header, codebook, table and chunk CRCs (format versions 1-2), as far as the layout parses."""
+    """Recompute the header, codebook, table and chunk CRCs, as far as the layout parses."""
     n = len(s)
-    if n < 48:
-        return
-    version = s[4] | s[5] << 8
-    interp_params = 56 if version >= 2 and s[9] == 2 else 0  # v2 interp: cubic, order, alpha, beta, tile
-    hlen = 48 + 8 * s[7] + 8 * s[40] + interp_params
-    if n < hlen + 4:
+    hlen = _core.header_extent(bytes(s))
+    if hlen == 0 or n < hlen + 4:
         return
     struct.pack_into("<I", s, hlen, zlib.crc32(s[:hlen]))
     pos = hlen + 4
-    if s[9] in (1, 2):
+    pipeline = s[8] if s[4:6] == b"\x03\x00" else s[9]  # version 3 moved it
+    if pipeline in (1, 2):
         if n < pos + 8:
             return
         (cb,) = struct.unpack_from("<I", s, pos)

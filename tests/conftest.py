@@ -414,18 +414,22 @@ def restore_threads():
 
 
 class Layout:
-    """Section offsets of a stream, per csrc/include/ebzip/format.hpp (format versions 1 and 2)."""
+    """Section offsets of a stream, per csrc/include/ebzip/format.hpp (format versions 1 to 3)."""
 
     def __init__(self, s: bytes):
         assert s[:4] == b"EBZP"
         version = struct.unpack_from("<H", s, 4)[0]
-        assert version in (1, 2), f"the layout helper in {__file__} knows format versions 1-2, not {version}: update it"
-        self.ndim = s[7]
-        self.pipeline = s[9]
-        self.pred_ndim = s[40]
-        # version 2, interpolation pipeline: u8 cubic, u8 order[4], 3 reserved, f64 alpha, f64 beta, u64 tile[4]
-        interp_params = 56 if version >= 2 and self.pipeline == 2 else 0
-        self.header_len = 48 + 8 * self.ndim + 8 * self.pred_ndim + interp_params  # without its CRC
+        assert version in (1, 2, 3), f"the layout helper in {__file__} knows format versions 1-3, not {version}: update it"
+        self.version = version
+        if version >= 3:
+            self._header_v3(s)
+        else:
+            self.ndim = s[7]
+            self.pipeline = s[9]
+            self.pred_ndim = s[40]
+            # version 2, interpolation pipeline: u8 cubic, u8 order[4], 3 reserved, f64 alpha, f64 beta, u64 tile[4]
+            interp_params = 56 if version >= 2 and self.pipeline == 2 else 0
+            self.header_len = 48 + 8 * self.ndim + 8 * self.pred_ndim + interp_params  # without its CRC
         pos = self.header_len + 4
         self.codebook = None
         if self.pipeline in (1, 2):
@@ -442,3 +446,80 @@ class Layout:
             self.chunks.append((p, ln, flags))
             p += ln
         assert p == len(s)
+
+    def _header_v3(self, s: bytes) -> None:
+        h, self.header_len = parse_header_v3(s)
+        self.pipeline, self.ndim, self.pred_ndim = h["pipeline"], len(h["shape"]), len(h["pred_shape"])
+
+
+# Format version 3 header fields, in stream order after "EBZP" and the u16 version.
+_V3_BYTES = ("dtype", "mode", "pipeline", "grid_bits")
+
+
+def _uvar(x: int) -> bytes:
+    out = bytearray()
+    while x >= 0x80:
+        out.append((x & 0x7F) | 0x80)
+        x >>= 7
+    out.append(x)
+    return bytes(out)
+
+
+def parse_header_v3(s: bytes) -> tuple[dict, int]:
+    """A version 3 header as a dict of its fields, and its length without the CRC."""
+    assert s[:4] == b"EBZP" and struct.unpack_from("<H", s, 4)[0] == 3
+    h = dict(zip(_V3_BYTES, s[6:10]))
+    ndim, pred_ndim, flags = s[10], s[11], s[12]
+    pos = 13
+
+    def uvar():
+        nonlocal pos
+        shift = x = 0
+        while True:
+            b = s[pos]
+            pos += 1
+            x |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return x
+
+    def f64():
+        nonlocal pos
+        pos += 8
+        return struct.unpack_from("<d", s, pos - 8)[0]
+
+    h["radius"] = uvar()
+    h["eb_abs"] = f64()
+    h["eb_param"] = f64() if flags & 1 else None
+    h["block_elems"] = uvar()
+    h["shape"] = [uvar() for _ in range(ndim)]
+    h["pred_shape"] = [uvar() for _ in range(pred_ndim)]
+    if h["pipeline"] == 2:
+        h["stencil"], h["order"] = s[pos], s[pos + 1]
+        pos += 2
+        h["alpha"], h["beta"] = f64(), f64()
+        h["tile"] = [uvar() for _ in range(4)]
+    return h, pos
+
+
+def pack_header_v3(h: dict) -> bytes:
+    """The inverse of parse_header_v3, with the header CRC appended."""
+    import zlib
+
+    b = bytearray(b"EBZP" + struct.pack("<H", 3) + bytes(h[k] for k in _V3_BYTES))
+    b += bytes([len(h["shape"]), len(h["pred_shape"]), 0 if h["eb_param"] is None else 1])
+    b += _uvar(h["radius"]) + struct.pack("<d", h["eb_abs"])
+    if h["eb_param"] is not None:
+        b += struct.pack("<d", h["eb_param"])
+    b += _uvar(h["block_elems"]) + b"".join(_uvar(d) for d in h["shape"] + h["pred_shape"])
+    if h["pipeline"] == 2:
+        b += bytes([h["stencil"], h["order"]]) + struct.pack("<dd", h["alpha"], h["beta"])
+        b += b"".join(_uvar(t) for t in h["tile"])
+    return bytes(b) + struct.pack("<I", zlib.crc32(bytes(b)))
+
+
+def with_header(s: bytes, **fields) -> bytes:
+    """The stream s (format version 3) with header fields replaced; the header CRC is recomputed."""
+    h, n = parse_header_v3(s)
+    h.update(fields)
+    return pack_header_v3(h) + s[n + 4:]

@@ -58,11 +58,11 @@ def fixtures():
     f64 = smooth((6, 7, 9), 2) * 1e5
     yield "f64_3d_rel", f64, 1e-4, "rel", {}
 
-    f16 = np.cumsum(rng.standard_normal(257)).astype(np.float16)
-    f16[[3, 50, 51, 200]] = [np.nan, np.inf, -np.inf, np.nan]
-    f16[100] = 65504.0
-    f16[101] = 6e-8  # subnormal
-    yield "f16_1d_nan_inf", f16, 1e-2, "abs", {}
+    f16_1d = np.cumsum(rng.standard_normal(257)).astype(np.float16)
+    f16_1d[[3, 50, 51, 200]] = [np.nan, np.inf, -np.inf, np.nan]
+    f16_1d[100] = 65504.0
+    f16_1d[101] = 6e-8  # subnormal
+    yield "f16_1d_nan_inf", f16_1d, 1e-2, "abs", {}
 
     bf16 = bf16_bits(smooth((2, 3, 4, 5), 3).astype(np.float32))
     bf16[1, 2, 3, 4] = 0x7FC0  # NaN
@@ -100,6 +100,20 @@ def fixtures():
     # what "auto" now writes for interpolation: QoZ level bounds, axis order reversed
     yield "f32_3d_interp_reversed_qoz_v2", smooth((9, 17, 20), 9).astype(np.float32), 1e-3, "rel", \
         dict(_core=dict(predictor=2, interp_cubic=1, interp_alpha=1.25, interp_beta=2.0, interp_order=[3, 2, 1, 0]))
+
+    # Format version 3: the compact header (varints; eb_param only where it is not eb_abs)
+    # and the cubic stencil with quadratic edges. These pin the encoder of today.
+    yield "f32_2d_lorenzo_abs_v3", f32, 1e-3, "abs", dict(predictor="lorenzo", block_elems=256)
+    yield "f64_3d_rel_v3", f64, 1e-4, "rel", dict(predictor="lorenzo")
+    yield "f16_1d_nan_inf_v3", f16_1d, 1e-2, "abs", dict(predictor="lorenzo")
+    yield "bf16_4d_v3", (bf16, "bfloat16"), 0.05, "abs", dict(predictor="lorenzo")
+    yield "f32_exact_eb0_v3", exact, 0.0, "abs", dict(block_elems=50)
+    yield "f32_2d_psnr_v3", psnr, 60.0, "psnr", {}
+    yield "f32_3d_interp_quad_v3", cube, 1e-3, "abs", dict(predictor="interp", block_elems=300)
+    yield "f64_3d_interp_linear_v3", smooth((5, 6, 33), 6), 1e-4, "rel", dict(_core=dict(predictor=2, interp_cubic=0))
+    yield "f16_2d_interp_quad_v3", f16, 1e-2, "abs", dict(predictor="interp")
+    yield "f32_3d_interp_reversed_qoz_v3", smooth((9, 17, 20), 9).astype(np.float32), 1e-3, "rel", \
+        dict(_core=dict(predictor=2, interp_cubic=2, interp_alpha=1.25, interp_beta=2.0, interp_order=[3, 2, 1, 0]))
 
 
 def compress(arr, eb, mode, kw):

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import ebzip
+from conftest import Layout
 from ebzip import _device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,9 +257,7 @@ def _rewrite_chunk(stream: bytes, edit) -> bytes:
     only the device decoder's own checks can catch the damage."""
     info = ebzip.inspect(stream)
     assert info["pipeline"] == "lorenzo"
-    ndim, pred_ndim = info["shape"].__len__(), len(info["pred_shape"])
-    header_len = 48 + 8 * ndim + 8 * pred_ndim
-    pos = header_len + 4
+    pos = Layout(stream).header_len + 4
     cb_len = struct.unpack_from("<I", stream, pos)[0]
     table = pos + 8 + cb_len
     n_chunks = struct.unpack_from("<Q", stream, table)[0]

@@ -20,7 +20,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MANIFEST = FIXTURES / "manifest.json"
 REQUIRED = {"f32_2d_lorenzo_abs", "f64_3d_rel", "f16_1d_nan_inf", "bf16_4d", "f32_exact_eb0", "f32_empty", "f64_0d",
             "f32_3d_interp_cubic_v2", "f64_3d_interp_linear_v2", "f16_2d_interp_v2", "f32_4d_lorenzo_2axes_v2",
-            "f32_3d_interp_cubic_tiles_v2"}
+            "f32_3d_interp_cubic_tiles_v2", "f32_2d_lorenzo_abs_v3", "f32_3d_interp_quad_v3", "bf16_4d_v3",
+            "f32_2d_psnr_v3", "f16_1d_nan_inf_v3"}
 UINT = {"float16": np.uint16, "bfloat16": np.uint16, "float32": np.uint32, "float64": np.uint64}
 
 # The fixtures are committed: a missing manifest is a failure, not a skip.
@@ -42,7 +43,7 @@ def test_manifest_covers_required_fixtures():
             assert (FIXTURES / e[key]).exists(), e[key]
     pipelines = {e["pipeline"] for e in ENTRIES}
     assert pipelines == {"exact", "lorenzo", "interp"}
-    assert {e["format_version"] for e in ENTRIES} == {1, 2}, "streams of every format version stay readable"
+    assert {e["format_version"] for e in ENTRIES} == {1, 2, 3}, "streams of every format version stay readable"
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["name"] for e in ENTRIES])

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ebzip
-from conftest import NUMPY_DTYPES, Layout, as_numpy, bits_of, from_float64, scaled
+from conftest import NUMPY_DTYPES, Layout, as_numpy, bits_of, from_float64, parse_header_v3, scaled, with_header
 
 # ---------------------------------------------------------------- sample streams
 
@@ -152,10 +152,9 @@ def test_wrong_magic(magic):
         ebzip.inspect(bad)
 
 
-@pytest.mark.parametrize("version", [0, 2, 3, 255, 256, 0xFFFF])
+@pytest.mark.parametrize("version", [0, 4, 255, 256, 0xFFFF])
 def test_other_format_version(version):
-    if version == ebzip.FORMAT_VERSION:
-        version += 1
+    assert version > ebzip.FORMAT_VERSION or version == 0
     for label in ("f32-lorenzo-5chunks", "f16-exact-multichunk", "f32-empty"):
         s = SMALL[label]
         assert struct.unpack_from("<H", s, 4)[0] == ebzip.FORMAT_VERSION
@@ -164,6 +163,14 @@ def test_other_format_version(version):
             ebzip.decompress(bumped)
         with pytest.raises(ebzip.StreamError, match="version"):
             ebzip.inspect(bumped)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_stream_relabelled_as_an_older_readable_version(version):
+    """Versions 1 and 2 are still read, with their own header layout: a version 3
+    stream labelled as one of them fails that layout's checks."""
+    for label, s in MUTATION_STREAMS.items():
+        assert_rejected(s[:4] + struct.pack("<H", version) + s[6:], f"{label} as version {version}")
 
 
 def test_next_format_version_mentions_upgrade():
@@ -254,15 +261,8 @@ def test_random_mutations(mutation):
 
 # ---------------------------------------------------------------- forged streams (valid CRCs)
 # These rebuild the CRCs after changing a field, following the layout in
-# csrc/include/ebzip/format.hpp (format version 1), to test that every value read
+# csrc/include/ebzip/format.hpp (format version 3), to test that every value read
 # from a stream is checked before use, not only protected by a checksum.
-
-
-def reseal_header(s: bytearray) -> bytes:
-    """Recompute only the header CRC (for changes that alter the section layout)."""
-    n = 48 + 8 * s[7] + 8 * s[40]
-    struct.pack_into("<I", s, n, zlib.crc32(bytes(s[:n])))
-    return bytes(s)
 
 
 def reseal(s: bytearray) -> bytes:
@@ -295,37 +295,55 @@ def test_reseal_is_identity():
         assert reseal(bytearray(s)) == s, label
 
 
-# header fields: (offset, struct format, forged values)
+# header fields and forged values
 HEADER_FIELDS = {
-    "dtype": (6, "<B", [4, 5, 255]),
-    "mode": (8, "<B", [3, 200]),
-    "pipeline": (9, "<B", [0, 1, 2, 255]),
-    "grid_bits": (10, "<B", [0, 8, 16, 33, 63, 65, 255]),
-    "radius": (12, "<I", [0, 1, 2, 3, 100, 32769, 2**31, 2**32 - 1]),
-    "eb_abs": (24, "<d", [0.0, -1.0, float("nan"), float("inf"), 5e-324, 1e300]),
-    "block_elems": (32, "<Q", [0, 1, 2, 63, 65, 2**32, 2**32 + 1, 2**63, 2**64 - 1]),
-    "shape0": (48, "<Q", [0, 1, 2**31, 2**40, 2**62, 2**64 - 1]),
+    "dtype": [4, 5, 255],
+    "mode": [3, 200],
+    "pipeline": [0, 1, 2, 255],
+    "grid_bits": [0, 8, 16, 33, 63, 65, 255],
+    "radius": [0, 1, 2, 3, 100, 32769, 2**31, 2**32 - 1, 2**32, 2**64 - 1],
+    "eb_abs": [0.0, -1.0, float("nan"), float("inf"), 5e-324, 1e300],
+    "block_elems": [0, 1, 2, 63, 65, 2**32, 2**32 + 1, 2**63, 2**64 - 1],
+    "shape0": [0, 1, 2**31, 2**40, 2**62, 2**64 - 1],
+    "stencil": [3, 255],
+    "tile0": [0, 2**32 + 1, 2**64 - 1],
 }
 
 
 @pytest.mark.parametrize("field", sorted(HEADER_FIELDS))
 def test_forged_header_fields(field):
-    off, fmt, values = HEADER_FIELDS[field]
     for label, s in MUTATION_STREAMS.items():
-        if field == "shape0" and s[7] == 0:
+        h, _ = parse_header_v3(s)
+        if (field == "shape0" and not h["shape"]) or (field in ("stencil", "tile0") and h["pipeline"] != 2):
             continue
-        for v in values:
-            b = bytearray(s)
-            struct.pack_into(fmt, b, off, v)
-            forged = reseal_header(b) if field == "pipeline" else reseal(b)
+        for v in HEADER_FIELDS[field]:
+            if field == "shape0":
+                changes = dict(shape=[v] + h["shape"][1:])
+            elif field == "tile0":
+                changes = dict(tile=[v] + h["tile"][1:])
+            elif field == "pipeline" and v == 2 and h["pipeline"] != 2:
+                changes = dict(pipeline=2, stencil=1, order=0b11100100, alpha=1.0, beta=1.0, tile=[1, 1, 1, 1])
+            else:
+                changes = {field: v}
+            forged = with_header(s, **changes)
+            if field != "pipeline":  # the other sections keep their layout: reseal them too
+                forged = reseal(bytearray(forged))
             assert_rejected_or_shaped(forged, f"{label} with {field}={v!r}")
 
 
+def test_forged_header_varints():
+    """Varints that never end, or overflow 64 bits, are refused."""
+    s = SMALL["f32-lorenzo-5chunks"]
+    for bad in (b"\xff" * 11, b"\xff" * 9 + b"\x02", b"\x80" * 10 + b"\x01"):
+        with pytest.raises(ebzip.StreamError, match="bad varint"):
+            ebzip.decompress(s[:13] + bad + s[13:])  # read as the radius
+
+
 def test_forged_shape_too_large_fails_before_allocating():
-    s = bytearray(MUTATION_STREAMS["f64-smooth-1chunk"])  # shape (7, 100)
-    struct.pack_into("<QQ", s, 48, 2**31, 2**31)
+    s = MUTATION_STREAMS["f64-smooth-1chunk"]  # shape (7, 100)
+    forged = with_header(s, shape=[2**31, 2**31], pred_shape=[2**31, 2**31])
     with pytest.raises(ebzip.StreamError):
-        ebzip.decompress(reseal(s))
+        ebzip.decompress(reseal(bytearray(forged)))
 
 
 def test_forged_symbol_count_fails_before_decoding():
@@ -337,12 +355,13 @@ def test_forged_symbol_count_fails_before_decoding():
     4 GiB to reach "Huffman length mismatch").
     """
     x = np.random.default_rng(0).standard_normal(1000).astype(np.float16)
-    s = bytearray(ebzip.compress(x, 0.01, predictor="lorenzo"))
-    assert s[7] == 1 and struct.unpack_from("<Q", s, 48)[0] == 1000
-    struct.pack_into("<Q", s, 32, 2**32)  # block_elems: still one chunk
-    struct.pack_into("<QQ", s, 48, 2**31, 2**31)  # shape, prediction shape
+    s = bytes(ebzip.compress(x, 0.01, predictor="lorenzo"))
+    h, _ = parse_header_v3(s)
+    assert h["shape"] == [1000]
+    # block_elems 2**32: still one chunk; shape and prediction shape 2**31
+    forged = with_header(s, block_elems=2**32, shape=[2**31], pred_shape=[2**31])
     with pytest.raises(ebzip.StreamError, match="chunk counts"):
-        ebzip.decompress(reseal_header(s))
+        ebzip.decompress(forged)
 
 
 def test_forged_chunk_table():

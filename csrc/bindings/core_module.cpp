@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <stdexcept>
+#include <string_view>
 
 #include "../cpu/codec_cpu.hpp"
 #include "binding_args.hpp"
@@ -39,7 +40,8 @@ py::dict header_dict(const Header& h) {
   for (int k = 0; k < h.pred.ndim; ++k) pred[k] = h.pred.n[k];
   d["pred_shape"] = pred;
   if (h.pipeline == Pipeline::interp) {
-    d["interp"] = py::dict(py::arg("cubic") = bool(h.interp.cubic), py::arg("alpha") = h.interp.alpha,
+    d["interp"] = py::dict(py::arg("cubic") = bool(h.interp.cubic), py::arg("stencil") = int(h.interp.cubic),
+                           py::arg("alpha") = h.interp.alpha,
                            py::arg("beta") = h.interp.beta,
                            py::arg("order") = py::make_tuple(h.interp.order[0], h.interp.order[1], h.interp.order[2],
                                                              h.interp.order[3]),
@@ -80,7 +82,9 @@ PYBIND11_MODULE(_core, m) {
          int pred_dims, std::vector<int> interp_order) {
         if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
         cpu::CompressParams p = compress_params(dtype, mode, eb_param, eb_abs, threads, block_elems, predictor);
-        p.interp.cubic = uint8_t(interp_cubic != 0);
+        if (interp_cubic < 0 || interp_cubic > 2)
+          throw std::invalid_argument("interp_cubic must be 0 (linear), 1 (cubic, linear edges) or 2 (cubic, quadratic edges)");
+        p.interp.cubic = uint8_t(interp_cubic);
         if (!(interp_alpha >= 1 && interp_alpha <= 16 && interp_beta >= 1 && interp_beta <= 1e6))
           throw std::invalid_argument("interpolation level bounds out of range");
         p.interp.alpha = interp_alpha;
@@ -104,9 +108,17 @@ PYBIND11_MODULE(_core, m) {
         out.data = cpu::compress(src, shape, p);
       },
       py::arg("array"), py::arg("dtype"), py::arg("mode"), py::arg("eb_param"), py::arg("eb_abs"), py::arg("out"),
-      py::arg("threads") = 1, py::arg("block_elems") = 0, py::arg("predictor") = 0, py::arg("interp_cubic") = 1,
+      py::arg("threads") = 1, py::arg("block_elems") = 0, py::arg("predictor") = 0, py::arg("interp_cubic") = 2,
       py::arg("interp_alpha") = 1.0, py::arg("interp_beta") = 1.0, py::arg("pred_dims") = 4,
       py::arg("interp_order") = std::vector<int>{});
+
+  m.def(
+      "header_extent",
+      [](py::bytes b) {
+        const std::string_view v = b;
+        return header_extent(reinterpret_cast<const uint8_t*>(v.data()), v.size());
+      },
+      py::arg("stream"), "Length of the stream's header without its CRC, or 0 where it does not parse (for tools).");
 
   m.def(
       "inspect",

@@ -963,7 +963,7 @@ std::vector<CompressParams> candidates(const CompressParams& p, const std::vecto
   auto make = [&](Predictor pred, bool cubic, int dims) {
     CompressParams c = p;
     c.predictor = pred;
-    c.interp.cubic = uint8_t(cubic);
+    c.interp.cubic = cubic ? kCubicQuadraticEdges : kLinear;
     c.interp.alpha = kAutoAlpha;
     c.interp.beta = kAutoBeta;
     c.pred_dims = dims;
@@ -1161,7 +1161,7 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     strong.interp.alpha = 2.0;
     strong.interp.beta = 4.0;
     CompressParams flip = cands[bi];
-    flip.interp.cubic = uint8_t(!flip.interp.cubic);
+    flip.interp.cubic = flip.interp.cubic ? kLinear : kCubicQuadraticEdges;
     bool have_flip = false;
     for (const auto& c : cands)
       have_flip |= c.predictor == Predictor::interp && c.pred_dims == flip.pred_dims && c.interp.cubic == flip.interp.cubic;

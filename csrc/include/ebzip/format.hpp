@@ -1,11 +1,17 @@
-// The ebzip stream, format version 2 (all integers little-endian):
+// The ebzip stream, format version 3 (all integers little-endian; "uvar" is
+// an unsigned LEB128 varint, at most 10 bytes):
 //
-//   header     "EBZP", u16 version (2; version 1 is still read), u8 dtype, u8 ndim, u8 mode, u8 pipeline,
-//              u8 grid_bits (32/64: integer width of the Lorenzo grid), u8 reserved, u32 radius, f64 eb_param, f64 eb_abs,
-//              u64 block_elems, u8 pred_ndim, 7 reserved bytes,
-//              u64 shape[ndim], u64 pred_shape[pred_ndim],
-//              pipeline 2 only: u8 cubic, u8 axis_order[4], 3 reserved bytes,
-//              f64 alpha, f64 beta, u64 tile[4];  then u32 crc32(header)
+//   header     "EBZP", u16 version (3; versions 1 and 2 are still read, see
+//              below), u8 dtype, u8 mode, u8 pipeline, u8 grid_bits (32/64:
+//              integer width of the Lorenzo grid; else 0), u8 ndim,
+//              u8 pred_ndim, u8 flags (bit 0: eb_param follows eb_abs; without
+//              it eb_param = eb_abs, as in mode abs), uvar radius, f64 eb_abs,
+//              [f64 eb_param], uvar block_elems, uvar shape[ndim],
+//              uvar pred_shape[pred_ndim],
+//              pipeline 2 only: u8 stencil (0 linear, 1 cubic with linear
+//              edges, 2 cubic with quadratic edges), u8 axis order (2 bits per
+//              position, position k in bits 2k..2k+1), f64 alpha, f64 beta,
+//              uvar tile[4];  then u32 crc32(header)
 //   codebook   (pipelines 1, 2) u32 stored_len, u32 crc32, stored bytes =
 //              zstd(u32 first_symbol, u32 n_symbols, u8 code_length[n_symbols])
 //   chunks     u64 n_chunks, then per chunk: u64 stored_len, u32 flags, u32 crc32;
@@ -20,6 +26,14 @@
 //                         outlier deltas, u32 exact_index[n_exact], exact values
 //   pipeline 2 (interp):  the same with n_outliers = 0 and no exact_index:
 //                         exact values come in the tile's visiting order
+//
+// Versions 1 and 2 differ only in the header: fixed-width fields, u8 dtype,
+// u8 ndim, u8 mode, u8 pipeline, u8 grid_bits, u8 reserved, u32 radius,
+// f64 eb_param, f64 eb_abs, u64 block_elems, u8 pred_ndim, 7 reserved bytes,
+// u64 shape[ndim], u64 pred_shape[pred_ndim], and (version 2, pipeline 2)
+// u8 cubic (0/1), u8 axis_order[4], 3 reserved bytes, f64 alpha, f64 beta,
+// u64 tile[4]. Version 3 made the header ~100 bytes smaller (it matters for
+// small arrays at loose bounds) and added the quadratic-edge stencil.
 //
 // The format version changes only when these bytes change; it is independent
 // of the package version. Every length is checked against the buffer before use.
@@ -37,7 +51,7 @@
 
 namespace ebzip {
 
-constexpr uint16_t kFormatVersion = 2;     // written
+constexpr uint16_t kFormatVersion = 3;     // written
 constexpr uint16_t kOldestFormatVersion = 1;  // still read (v1 has no interpolation pipeline)
 constexpr char kMagic[4] = {'E', 'B', 'Z', 'P'};
 constexpr int kMaxNdim = 32;
@@ -106,6 +120,10 @@ struct ByteSink {
     v.insert(v.end(), b, b + sizeof(U));
   }
   void bytes(const uint8_t* p, size_t n) { v.insert(v.end(), p, p + n); }
+  void uvar(uint64_t x) {
+    for (; x >= 0x80; x >>= 7) v.push_back(uint8_t(x | 0x80));
+    v.push_back(uint8_t(x));
+  }
 };
 
 // Bounds-checked reader: every read is validated against the buffer.
@@ -130,6 +148,16 @@ struct ByteSource {
     pos += sizeof(U);
     return x;
   }
+  uint64_t uvar() {
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      const uint8_t b = get<uint8_t>();
+      if (shift == 63 && b > 1) break;  // more than 64 bits
+      x |= uint64_t(b & 0x7F) << shift;
+      if (!(b & 0x80)) return x;
+    }
+    throw StreamError(std::string("corrupted ebzip stream (") + what + ": bad varint)");
+  }
   const uint8_t* take(uint64_t n) {
     need(n);
     const uint8_t* r = p + pos;
@@ -141,31 +169,92 @@ struct ByteSource {
 inline void write_header(std::vector<uint8_t>& out, const Header& h) {
   ByteSink s{out};
   const size_t begin = out.size();
+  const bool own_param = h.eb_param != h.eb_abs;
   s.bytes(reinterpret_cast<const uint8_t*>(kMagic), 4);
   s.put<uint16_t>(kFormatVersion);
-  s.put<uint8_t>(uint8_t(h.dtype));
-  s.put<uint8_t>(uint8_t(h.shape.size()));
-  s.put<uint8_t>(uint8_t(h.mode));
-  s.put<uint8_t>(uint8_t(h.pipeline));
-  s.put<uint8_t>(h.grid_bits);
-  s.put<uint8_t>(0);
-  s.put<uint32_t>(h.radius);
-  s.put<double>(h.eb_param);
+  for (uint8_t b : {uint8_t(h.dtype), uint8_t(h.mode), uint8_t(h.pipeline), h.grid_bits, uint8_t(h.shape.size()),
+                    uint8_t(h.pred.ndim), uint8_t(own_param ? 1 : 0)})
+    s.put<uint8_t>(b);
+  s.uvar(h.radius);
   s.put<double>(h.eb_abs);
-  s.put<uint64_t>(h.block_elems);
-  s.put<uint8_t>(uint8_t(h.pred.ndim));
-  for (int i = 0; i < 7; ++i) s.put<uint8_t>(0);
-  for (auto d : h.shape) s.put<uint64_t>(d);
-  for (int k = 0; k < h.pred.ndim; ++k) s.put<uint64_t>(uint64_t(h.pred.n[k]));
+  if (own_param) s.put<double>(h.eb_param);
+  s.uvar(h.block_elems);
+  for (auto d : h.shape) s.uvar(d);
+  for (int k = 0; k < h.pred.ndim; ++k) s.uvar(uint64_t(h.pred.n[k]));
   if (h.pipeline == Pipeline::interp) {
     s.put<uint8_t>(h.interp.cubic);
-    for (int k = 0; k < 4; ++k) s.put<uint8_t>(h.interp.order[k]);
-    for (int k = 0; k < 3; ++k) s.put<uint8_t>(0);
+    uint8_t order = 0;
+    for (int k = 0; k < 4; ++k) order |= uint8_t((h.interp.order[k] & 3) << (2 * k));
+    s.put<uint8_t>(order);
     s.put<double>(h.interp.alpha);
     s.put<double>(h.interp.beta);
-    for (int k = 0; k < 4; ++k) s.put<uint64_t>(uint64_t(h.tile[k]));
+    for (int k = 0; k < 4; ++k) s.uvar(uint64_t(h.tile[k]));
   }
   s.put<uint32_t>(crc32(out.data() + begin, out.size() - begin));
+}
+
+// The fields of a version 1/2 header (fixed widths, see the top of this file).
+inline void read_header_v2(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& mode, uint8_t& pipeline,
+                           uint8_t& ndim, uint8_t& pred_ndim) {
+  dtype = src.get<uint8_t>();
+  ndim = src.get<uint8_t>();
+  mode = src.get<uint8_t>();
+  pipeline = src.get<uint8_t>();
+  h.grid_bits = src.get<uint8_t>();
+  src.get<uint8_t>();
+  h.radius = src.get<uint32_t>();
+  h.eb_param = src.get<double>();
+  h.eb_abs = src.get<double>();
+  h.block_elems = src.get<uint64_t>();
+  pred_ndim = src.get<uint8_t>();
+  src.take(7);
+  if (ndim > kMaxNdim || pred_ndim > kMaxPredDims) throw StreamError("corrupted ebzip header (ndim)");
+  for (int i = 0; i < ndim; ++i) h.shape.push_back(src.get<uint64_t>());
+  h.pred.ndim = pred_ndim;
+  for (int k = 0; k < pred_ndim; ++k) h.pred.n[k] = int64_t(src.get<uint64_t>());
+  if (h.version >= 2 && pipeline == uint8_t(Pipeline::interp)) {
+    h.interp.cubic = src.get<uint8_t>() != 0;  // version 2 knew linear and cubic with linear edges
+    for (int k = 0; k < 4; ++k) h.interp.order[k] = src.get<uint8_t>();
+    src.take(3);
+    h.interp.alpha = src.get<double>();
+    h.interp.beta = src.get<double>();
+    for (int k = 0; k < 4; ++k) h.tile[k] = int64_t(src.get<uint64_t>());
+  }
+}
+
+inline void read_header_v3(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& mode, uint8_t& pipeline,
+                           uint8_t& ndim, uint8_t& pred_ndim) {
+  dtype = src.get<uint8_t>();
+  mode = src.get<uint8_t>();
+  pipeline = src.get<uint8_t>();
+  h.grid_bits = src.get<uint8_t>();
+  ndim = src.get<uint8_t>();
+  pred_ndim = src.get<uint8_t>();
+  const uint8_t flags = src.get<uint8_t>();
+  if (ndim > kMaxNdim || pred_ndim > kMaxPredDims || flags > 1) throw StreamError("corrupted ebzip header (ndim)");
+  const uint64_t radius = src.uvar();
+  h.radius = radius > 0xFFFFFFFFu ? 0 : uint32_t(radius);  // 0 is refused below
+  h.eb_abs = src.get<double>();
+  h.eb_param = (flags & 1) ? src.get<double>() : h.eb_abs;
+  h.block_elems = src.uvar();
+  for (int i = 0; i < ndim; ++i) h.shape.push_back(src.uvar());
+  h.pred.ndim = pred_ndim;
+  for (int k = 0; k < pred_ndim; ++k) {
+    const uint64_t d = src.uvar();
+    h.pred.n[k] = d > (uint64_t(1) << 62) ? 0 : int64_t(d);  // 0 is refused below
+  }
+  if (pipeline == uint8_t(Pipeline::interp)) {
+    h.interp.cubic = src.get<uint8_t>();
+    if (h.interp.cubic > 2) throw StreamError("corrupted ebzip header (interpolation stencil)");
+    const uint8_t order = src.get<uint8_t>();
+    for (int k = 0; k < 4; ++k) h.interp.order[k] = uint8_t((order >> (2 * k)) & 3);
+    h.interp.alpha = src.get<double>();
+    h.interp.beta = src.get<double>();
+    for (int k = 0; k < 4; ++k) {
+      const uint64_t t = src.uvar();
+      h.tile[k] = t > (uint64_t(1) << 62) ? 0 : int64_t(t);  // 0 is refused below
+    }
+  }
 }
 
 inline Header read_header(ByteSource& src) {
@@ -185,29 +274,10 @@ inline Header read_header(ByteSource& src) {
                       "): upgrade ebzip to read it; if no newer ebzip wrote it, the stream is corrupted");
   Header h;
   h.version = version;
-  const uint8_t dtype = src.get<uint8_t>(), ndim = src.get<uint8_t>();
-  const uint8_t mode = src.get<uint8_t>(), pipeline = src.get<uint8_t>();
-  h.grid_bits = src.get<uint8_t>();
-  src.get<uint8_t>();
-  h.radius = src.get<uint32_t>();
-  h.eb_param = src.get<double>();
-  h.eb_abs = src.get<double>();
-  h.block_elems = src.get<uint64_t>();
-  const uint8_t pred_ndim = src.get<uint8_t>();
-  src.take(7);
-  if (ndim > kMaxNdim || pred_ndim > kMaxPredDims) throw StreamError("corrupted ebzip header (ndim)");
-  for (int i = 0; i < ndim; ++i) h.shape.push_back(src.get<uint64_t>());
-  h.pred.ndim = pred_ndim;
-  for (int k = 0; k < pred_ndim; ++k) h.pred.n[k] = int64_t(src.get<uint64_t>());
+  uint8_t dtype, mode, pipeline, ndim, pred_ndim;
+  if (version >= 3) read_header_v3(src, h, dtype, mode, pipeline, ndim, pred_ndim);
+  else read_header_v2(src, h, dtype, mode, pipeline, ndim, pred_ndim);
   const bool interp = version >= 2 && pipeline == uint8_t(Pipeline::interp);
-  if (interp) {
-    h.interp.cubic = src.get<uint8_t>();
-    for (int k = 0; k < 4; ++k) h.interp.order[k] = src.get<uint8_t>();
-    src.take(3);
-    h.interp.alpha = src.get<double>();
-    h.interp.beta = src.get<double>();
-    for (int k = 0; k < 4; ++k) h.tile[k] = int64_t(src.get<uint64_t>());
-  }
   const uint64_t header_len = src.pos;
   const uint32_t crc = src.get<uint32_t>();
   if (crc != crc32(src.p, header_len)) throw StreamError("ebzip header checksum mismatch (corrupted stream)");
@@ -249,6 +319,26 @@ inline Header read_header(ByteSource& src) {
     }
   }
   return h;
+}
+
+// Length of a stream's header without its CRC, as its version lays it out,
+// or 0 where that does not parse; nothing else is checked (for tools that
+// rewrite CRCs of deliberately damaged streams: the fuzzers, docs/errors.md).
+inline uint64_t header_extent(const uint8_t* p, uint64_t n) {
+  if (n < 6 || memcmp(p, kMagic, 4) != 0) return 0;
+  ByteSource src(p, n, "header");
+  src.take(4);
+  Header h;
+  h.version = src.get<uint16_t>();
+  if (h.version < kOldestFormatVersion || h.version > kFormatVersion) return 0;
+  uint8_t dtype, mode, pipeline, ndim, pred_ndim;
+  try {
+    if (h.version >= 3) read_header_v3(src, h, dtype, mode, pipeline, ndim, pred_ndim);
+    else read_header_v2(src, h, dtype, mode, pipeline, ndim, pred_ndim);
+  } catch (const StreamError&) {
+    return 0;
+  }
+  return src.pos;
 }
 
 }  // namespace ebzip
