@@ -1016,8 +1016,8 @@ struct SampleBoxes {
   uint64_t elems = 0;                         // elements over all boxes
 };
 
-constexpr uint64_t kMinBoxElems = uint64_t(1) << 14;  // smaller boxes are mostly border
-constexpr int kMaxBoxes = 8;
+constexpr uint64_t kMinBoxElems = uint64_t(1) << 15;  // smaller boxes are mostly border
+constexpr int kMaxBoxes = 4;
 constexpr uint64_t kMinSampleElems = uint64_t(1) << 17;  // fewer are too few boxes to stand for the array
 
 SampleBoxes sample_boxes(const void* data, const std::vector<uint64_t>& shape, int dsize) {
@@ -1194,6 +1194,21 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     cands.push_back(strong);
     if (!have_flip) cands.push_back(flip);
     run(first_round);
+    // Tweaks that each beat the base interpolation often add up (cmip3_tos:
+    // reversed order saves bits, stronger level bounds buy dB): try them together.
+    const auto score = [&](size_t c) { return rd_score(est[c], double(n), p.eb_abs); };
+    const double base = score(bi);
+    const size_t i_rev = first_round, i_strong = first_round + 1, i_flip = first_round + 2;
+    CompressParams both = cands[bi];
+    int improved = 0;
+    if (score(i_rev) > base) { both.interp = rev.interp; both.interp.alpha = cands[bi].interp.alpha; both.interp.beta = cands[bi].interp.beta; ++improved; }
+    if (score(i_strong) > base) { both.interp.alpha = strong.interp.alpha; both.interp.beta = strong.interp.beta; ++improved; }
+    if (!have_flip && score(i_flip) > base) { both.interp.cubic = flip.interp.cubic; ++improved; }
+    if (improved >= 2) {
+      const size_t second_round = cands.size();
+      cands.push_back(both);
+      run(second_round);
+    }
   }
   const size_t best = best_of(false);
   return compress_fixed(data, shape, cands[best]);
