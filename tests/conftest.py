@@ -499,6 +499,11 @@ def parse_header_v3(s: bytes) -> tuple[dict, int]:
         pos += 2
         h["alpha"], h["beta"] = f64(), f64()
         h["tile"] = [uvar() for _ in range(4)]
+        h["fill"] = s[pos]
+        pos += 1
+        size = {0: 4, 1: 8, 2: 2, 3: 2}.get(h["dtype"], 0)  # bytes of the fill value
+        h["fill_bits"] = int.from_bytes(s[pos:pos + size], "little") if h["fill"] else None
+        pos += size if h["fill"] else 0
     return h, pos
 
 
@@ -514,7 +519,9 @@ def pack_header_v3(h: dict) -> bytes:
     b += _uvar(h["block_elems"]) + b"".join(_uvar(d) for d in h["shape"] + h["pred_shape"])
     if h["pipeline"] == 2:
         b += bytes([h["stencil"], h["order"]]) + struct.pack("<dd", h["alpha"], h["beta"])
-        b += b"".join(_uvar(t) for t in h["tile"])
+        b += b"".join(_uvar(t) for t in h["tile"]) + bytes([h["fill"]])
+        if h["fill"]:
+            b += h["fill_bits"].to_bytes({0: 4, 1: 8, 2: 2, 3: 2}[h["dtype"]], "little")
     return bytes(b) + struct.pack("<I", zlib.crc32(bytes(b)))
 
 

@@ -240,6 +240,23 @@ def test_shared_path_property_random_arrays():
 
 
 @shared
+@pytest.mark.parametrize("fill", [1, 2])
+def test_shared_path_decodes_fill_value_streams(fill):
+    """A fill value is the host's choice ("auto"), but a device must decode its streams."""
+    from ebzip import _core
+    from ebzip.api import Compressed
+
+    x = _field((6, 20, 24), np.float32)
+    x[:, :8, :10] = np.float32(3.5)
+    x[1, 10, 10] = np.nan
+    c = Compressed()
+    _core.compress(x, 0, 0, 1e-3, 1e-3, c, threads=2, predictor=2, interp_fill=fill,
+                   interp_fill_bits=int(np.float32(3.5).view(np.uint32)))
+    assert _core.inspect(bytes(c))["interp"]["fill"] == fill
+    _assert_decodes_alike(bytes(c), x, 1e-3)
+
+
+@shared
 def test_shared_path_refuses_what_the_device_does_not_run():
     x = _field((20, 20), np.float32)
     with pytest.raises(ValueError, match="lorenzo"):

@@ -5,6 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import scaled
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ebzip
 from ebzip import _core
@@ -77,3 +80,100 @@ def test_auto_is_near_the_best_rate_distortion_score(rel):
         psnr, bpv = _psnr_bpv(x, c)
         score[p] = psnr - 6.02 * bpv  # what auto maximises (docs/design.md)
     assert score["auto"] >= max(score["lorenzo"], score["interp"]) - 0.5, score
+
+
+# ---------------------------------------------------------------- fill values (format version 3)
+
+
+def masked_ocean(shape=(6, 40, 50), fill=np.float32(286.69736), seed=1):
+    """A smooth field with a fixed 'land' mask filled with one value (as cmip3_tos)."""
+    x = smooth(shape, seed) * 5 + 290
+    yy, xx = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    land = (xx + 0.5 * yy < 0.45 * shape[2]) | ((xx - 0.8 * shape[2]) ** 2 + (yy - 0.5 * shape[1]) ** 2 < 40)
+    x[:, land] = fill
+    return x.astype(np.float32), land
+
+
+def _check_fill_stream(x, y, eb, fill_bits, itemsize):
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[itemsize]
+    xb, yb = np.ascontiguousarray(x).view(uint), np.ascontiguousarray(y).view(uint)
+    at_fill = xb == uint(fill_bits)
+    assert at_fill.any()
+    np.testing.assert_array_equal(yb[at_fill], xb[at_fill])  # fill points come back bit for bit
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    fin = np.isfinite(xd)
+    assert np.all(np.abs(xd[fin] - yd[fin]) <= eb)
+    np.testing.assert_array_equal(xb[~fin], yb[~fin])
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+@pytest.mark.parametrize("stencil", [0, 2])
+def test_fill_value_round_trip(mode, stencil):
+    x, _ = masked_ocean()
+    x[0, 0, 0] = np.nan
+    fill_bits = int(np.float32(286.69736).view(np.uint32))
+    for eb in (1e-1, 1e-3, 1e-5):
+        c = core_compress(x, eb, predictor=2, interp_cubic=stencil, interp_fill=mode, interp_fill_bits=fill_bits)
+        info = _core.inspect(bytes(c))["interp"]
+        assert info["fill"] == mode and info["fill_bits"] == fill_bits
+        _check_fill_stream(x, ebzip.decompress(bytes(c)), eb, fill_bits, 4)
+
+
+@pytest.mark.parametrize("dtype,fill", [(np.float64, -0.0), (np.float16, 0.0), (np.float32, np.nan)])
+def test_fill_value_bits_not_value(dtype, fill):
+    """The fill value is matched bit for bit (-0.0 is a fill value, 0.0 then is not; NaN can be one)."""
+    x = (smooth((30, 40)) * 3).astype(dtype)
+    x[5:15, 10:30] = fill
+    x[20, 20] = -fill if fill == 0 else 1.0  # the other zero
+    bits = int(np.array(fill, dtype).view({2: np.uint16, 4: np.uint32, 8: np.uint64}[x.itemsize]))
+    code = {np.float64: 1, np.float16: 2, np.float32: 0}[dtype]
+    c = Compressed()
+    _core.compress(np.ascontiguousarray(x), code, 0, 1e-2, 1e-2, c, threads=2, predictor=2, interp_fill=1,
+                   interp_fill_bits=bits)
+    y = ebzip.decompress(bytes(c))
+    _check_fill_stream(x, y, 1e-2, bits, x.itemsize)
+
+
+def test_auto_uses_a_fill_value_on_a_masked_field():
+    """Where it pays: a fill value costs a symbol of its own, which on this field
+    only pays at tighter bounds (at rel 1e-2 the land costs less as ordinary zeros)."""
+    x, land = masked_ocean((12, 96, 120))
+    vr = float(x.max() - x.min())
+    c = ebzip.compress(x, 1e-3 * vr)
+    info = _core.inspect(bytes(c))
+    assert info["pipeline"] == 2 and info["interp"]["fill"] in (1, 2)
+    y = ebzip.decompress(c)
+    np.testing.assert_array_equal(y[:, land], x[:, land])
+    assert np.abs(y.astype(np.float64) - x).max() <= 1e-3 * vr
+    # and it pays: smaller than the same interpolation without it
+    plain = core_compress(x, 1e-3 * vr, predictor=2, interp_cubic=info["interp"]["stencil"],
+                          interp_alpha=info["interp"]["alpha"], interp_beta=info["interp"]["beta"],
+                          interp_order=list(info["interp"]["order"]))
+    assert len(bytes(c)) < len(bytes(plain))
+
+
+def test_bad_fill_arguments_are_refused():
+    x = smooth((10, 10))
+    with pytest.raises(ValueError, match="interp_fill"):
+        core_compress(x, 1e-3, predictor=2, interp_fill=3)
+
+
+@given(data=st.data())
+@settings(max_examples=scaled(60), deadline=None)
+def test_fill_value_property(data):
+    """Any array, any share of fill points, either fill mode: the bound holds and fill points are exact."""
+    shape = tuple(data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=4)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    x = np.cumsum(rng.standard_normal(shape), axis=-1).astype(np.float32)
+    fill = np.float32(data.draw(st.sampled_from([0.0, -0.0, 1.5, 1e30, float("nan")])))
+    x[rng.random(shape) < data.draw(st.floats(0.0, 1.0))] = fill
+    eb = data.draw(st.sampled_from([1e-4, 1e-2, 0.5, 10.0]))
+    bits = int(np.array(fill, np.float32).view(np.uint32))
+    c = core_compress(x, eb, predictor=2, interp_cubic=data.draw(st.sampled_from([0, 1, 2])),
+                      interp_fill=data.draw(st.sampled_from([1, 2])), interp_fill_bits=bits)
+    y = ebzip.decompress(bytes(c))
+    xb, yb = x.view(np.uint32), y.view(np.uint32)
+    np.testing.assert_array_equal(yb[xb == bits], xb[xb == bits])
+    fin = np.isfinite(x)
+    assert np.all(np.abs(x[fin].astype(np.float64) - y[fin].astype(np.float64)) <= eb)
+    np.testing.assert_array_equal(yb[~fin], xb[~fin])

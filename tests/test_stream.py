@@ -306,6 +306,7 @@ HEADER_FIELDS = {
     "block_elems": [0, 1, 2, 63, 65, 2**32, 2**32 + 1, 2**63, 2**64 - 1],
     "shape0": [0, 1, 2**31, 2**40, 2**62, 2**64 - 1],
     "stencil": [3, 255],
+    "fill": [1, 2, 3, 255],
     "tile0": [0, 2**32 + 1, 2**64 - 1],
 }
 
@@ -314,15 +315,18 @@ HEADER_FIELDS = {
 def test_forged_header_fields(field):
     for label, s in MUTATION_STREAMS.items():
         h, _ = parse_header_v3(s)
-        if (field == "shape0" and not h["shape"]) or (field in ("stencil", "tile0") and h["pipeline"] != 2):
+        if (field == "shape0" and not h["shape"]) or (field in ("stencil", "tile0", "fill") and h["pipeline"] != 2):
             continue
         for v in HEADER_FIELDS[field]:
             if field == "shape0":
                 changes = dict(shape=[v] + h["shape"][1:])
             elif field == "tile0":
                 changes = dict(tile=[v] + h["tile"][1:])
+            elif field == "fill":
+                changes = dict(fill=v, fill_bits=0)  # a stream written without: its symbol 1 becomes the fill
             elif field == "pipeline" and v == 2 and h["pipeline"] != 2:
-                changes = dict(pipeline=2, stencil=1, order=0b11100100, alpha=1.0, beta=1.0, tile=[1, 1, 1, 1])
+                changes = dict(pipeline=2, stencil=1, order=0b11100100, alpha=1.0, beta=1.0, tile=[1, 1, 1, 1],
+                               fill=0, fill_bits=None)
             else:
                 changes = {field: v}
             forged = with_header(s, **changes)

@@ -41,6 +41,7 @@ py::dict header_dict(const Header& h) {
   d["pred_shape"] = pred;
   if (h.pipeline == Pipeline::interp) {
     d["interp"] = py::dict(py::arg("cubic") = bool(h.interp.cubic), py::arg("stencil") = int(h.interp.cubic),
+                           py::arg("fill") = int(h.interp.fill), py::arg("fill_bits") = h.interp.fill_bits,
                            py::arg("alpha") = h.interp.alpha,
                            py::arg("beta") = h.interp.beta,
                            py::arg("order") = py::make_tuple(h.interp.order[0], h.interp.order[1], h.interp.order[2],
@@ -79,12 +80,16 @@ PYBIND11_MODULE(_core, m) {
       "compress",
       [](py::array arr, int dtype, int mode, double eb_param, double eb_abs, StreamBuffer& out, int threads,
          uint64_t block_elems, int predictor, int interp_cubic, double interp_alpha, double interp_beta,
-         int pred_dims, std::vector<int> interp_order) {
+         int pred_dims, std::vector<int> interp_order, int interp_fill, uint64_t interp_fill_bits) {
         if (!(arr.flags() & py::array::c_style)) throw std::invalid_argument("array must be C-contiguous");
         cpu::CompressParams p = compress_params(dtype, mode, eb_param, eb_abs, threads, block_elems, predictor);
         if (interp_cubic < 0 || interp_cubic > 2)
           throw std::invalid_argument("interp_cubic must be 0 (linear), 1 (cubic, linear edges) or 2 (cubic, quadratic edges)");
         p.interp.cubic = uint8_t(interp_cubic);
+        if (interp_fill < 0 || interp_fill > 2)
+          throw std::invalid_argument("interp_fill must be 0 (none), 1 (masked) or 2 (value)");
+        p.interp.fill = uint8_t(interp_fill);
+        p.interp.fill_bits = interp_fill_bits;
         if (!(interp_alpha >= 1 && interp_alpha <= 16 && interp_beta >= 1 && interp_beta <= 1e6))
           throw std::invalid_argument("interpolation level bounds out of range");
         p.interp.alpha = interp_alpha;
@@ -110,7 +115,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("array"), py::arg("dtype"), py::arg("mode"), py::arg("eb_param"), py::arg("eb_abs"), py::arg("out"),
       py::arg("threads") = 1, py::arg("block_elems") = 0, py::arg("predictor") = 0, py::arg("interp_cubic") = 2,
       py::arg("interp_alpha") = 1.0, py::arg("interp_beta") = 1.0, py::arg("pred_dims") = 4,
-      py::arg("interp_order") = std::vector<int>{});
+      py::arg("interp_order") = std::vector<int>{}, py::arg("interp_fill") = 0, py::arg("interp_fill_bits") = 0);
 
   m.def(
       "header_extent",

@@ -670,16 +670,17 @@ struct InterpPredictor {
     for_rows(t, [&](int64_t g, int64_t k, int64_t len) { memcpy(&st.tile[size_t(k)], x + g, size_t(len) * sizeof(S)); });
     const S* xt = st.tile.data();
     uint64_t next = 0;
-    const double lim = double(radius) - 0.5;
+    const double lim = interp_code_limit(cfg, radius);
+    const bool with_fill = cfg.fill != kNoFill;
     interp_traverse(st.buf.data(), t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
       uint16_t& code = codes[next++];
-      const double xv = T::to_double(xt[i]);
-      const double v = interp_encode_point<T>(xv, pred, lv.step[level], lv.inv_step[level], lim, qz, radius, code);
+      const double v = interp_encode<T>(xt[i], pred, lv, level, lim, qz, radius, cfg, code);
       if (code == 0) {
         ++side.exact_count;
         const auto* p = reinterpret_cast<const uint8_t*>(xt + i);
         side.exact_bytes.insert(side.exact_bytes.end(), p, p + sizeof(S));
-      } else if (track_error) {
+      } else if (track_error && !(with_fill && code == kFillSymbol)) {  // fill points come back exactly
+        const double xv = T::to_double(xt[i]);
         side.sse += (xv - v) * (xv - v);
       }
       return v;
@@ -695,7 +696,7 @@ struct InterpPredictor {
     uint32_t exact = 0;
     interp_traverse(st.buf.data(), t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
       const uint32_t sym = codes[next++];
-      if (sym) return interp_decode_point<T>(sym, pred, lv.step[level], radius, ot + i);
+      if (sym) return interp_decode<T>(sym, pred, lv, level, radius, cfg, ot + i);
       if (exact == pl.n_exact) throw StreamError("corrupted ebzip stream (more exact values than stored)");
       memcpy(ot + i, pl.exact_vals + uint64_t(exact++) * sizeof(S), sizeof(S));
       return interp_exact_stand_in(T::to_double(ot[i]), pred);
@@ -1179,9 +1180,31 @@ Estimate estimate(const SampleBoxes& sb, uint64_t n, const CompressParams& p, co
 // candidates the one with the higher PSNR at equal bits/value scores higher.
 // The value range is the same for every candidate and left out.
 constexpr double kDbPerBit = 6.02;
+constexpr double kTweakReachDb = 3.0;
 double rd_score(const Estimate& e, double n, double eb) {
   const double mse = std::max(e.mse, eb * eb * 1e-12);  // lossless samples: finite, and all alike
   return -10.0 * std::log10(mse) - kDbPerBit * (8.0 * e.bytes / n);
+}
+
+// The storage bits of a value at least kFillShare of the array holds, judged
+// on kFillSamples evenly spaced elements; false when there is none.
+constexpr uint64_t kFillSamples = 4096;
+constexpr double kFillShare = 0.2;
+bool frequent_value(const void* data, uint64_t n, DType dtype, uint64_t& bits) {
+  const int dsize = dtype_size(dtype);
+  const uint64_t m = std::min(n, kFillSamples);
+  std::vector<uint64_t> v(m);
+  for (uint64_t i = 0; i < m; ++i) {
+    v[i] = 0;
+    memcpy(&v[i], static_cast<const uint8_t*>(data) + (i * n / m) * uint64_t(dsize), size_t(dsize));
+  }
+  std::sort(v.begin(), v.end());
+  uint64_t best = 0, run = 0;
+  for (uint64_t i = 0; i < m; ++i) {
+    run = i > 0 && v[i] == v[i - 1] ? run + 1 : 1;
+    if (run > best) { best = run; bits = v[i]; }
+  }
+  return double(best) >= kFillShare * double(m);
 }
 
 // "auto": tiny arrays are compressed with every candidate and the smallest
@@ -1234,7 +1257,12 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
   run(0);
   const size_t first_round = cands.size();
   const size_t bi = best_of(true);
-  if (bi < cands.size() && prediction_shape(shape, cands[bi].pred_dims).ndim > 1) {
+  // The tweaks below move an interpolation's score by a few dB at most: not
+  // worth estimating when Lorenzo leads by more (most tight bounds).
+  const bool interp_in_reach =
+      bi < cands.size() && rd_score(est[bi], double(n), p.eb_abs) + kTweakReachDb >=
+                               rd_score(est[best_of(false)], double(n), p.eb_abs);
+  if (interp_in_reach && prediction_shape(shape, cands[bi].pred_dims).ndim > 1) {
     CompressParams rev = cands[bi];
     for (int k = 0; k < 4; ++k) rev.interp.order[k] = uint8_t(3 - k);
     CompressParams strong = cands[bi];
@@ -1245,20 +1273,41 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     bool have_flip = false;
     for (const auto& c : cands)
       have_flip |= c.predictor == Predictor::interp && c.pred_dims == flip.pred_dims && c.interp.cubic == flip.interp.cubic;
+    const size_t i_rev = cands.size();
     cands.push_back(rev);
+    const size_t i_strong = cands.size();
     cands.push_back(strong);
+    const size_t i_flip = have_flip ? SIZE_MAX : cands.size();
     if (!have_flip) cands.push_back(flip);
+    // A value a fifth of the array holds (a land mask's fill, zero
+    // precipitation, an MRI's background): stored as a fill value, masked or not.
+    size_t i_fill[2] = {SIZE_MAX, SIZE_MAX};
+    uint64_t fill_bits;
+    if (frequent_value(data, n, p.dtype, fill_bits)) {
+      for (int m = 0; m < 2; ++m) {
+        CompressParams f = cands[bi];
+        f.interp.fill = m == 0 ? kFillMasked : kFillValue;
+        f.interp.fill_bits = fill_bits;
+        i_fill[m] = cands.size();
+        cands.push_back(f);
+      }
+    }
     run(first_round);
     // Tweaks that each beat the base interpolation often add up (cmip3_tos:
     // reversed order saves bits, stronger level bounds buy dB): try them together.
-    const auto score = [&](size_t c) { return rd_score(est[c], double(n), p.eb_abs); };
+    const auto score = [&](size_t c) { return c == SIZE_MAX ? -INFINITY : rd_score(est[c], double(n), p.eb_abs); };
     const double base = score(bi);
-    const size_t i_rev = first_round, i_strong = first_round + 1, i_flip = first_round + 2;
     CompressParams both = cands[bi];
     int improved = 0;
     if (score(i_rev) > base) { both.interp = rev.interp; both.interp.alpha = cands[bi].interp.alpha; both.interp.beta = cands[bi].interp.beta; ++improved; }
     if (score(i_strong) > base) { both.interp.alpha = strong.interp.alpha; both.interp.beta = strong.interp.beta; ++improved; }
-    if (!have_flip && score(i_flip) > base) { both.interp.cubic = flip.interp.cubic; ++improved; }
+    if (score(i_flip) > base) { both.interp.cubic = flip.interp.cubic; ++improved; }
+    const size_t i_best_fill = score(i_fill[0]) >= score(i_fill[1]) ? i_fill[0] : i_fill[1];
+    if (score(i_best_fill) > base) {
+      both.interp.fill = cands[i_best_fill].interp.fill;
+      both.interp.fill_bits = fill_bits;
+      ++improved;
+    }
     if (improved >= 2) {
       const size_t second_round = cands.size();
       cands.push_back(both);

@@ -511,11 +511,10 @@ struct InterpEncodeTile {
     uint16_t* c = codes + off;
     S* room = exact_room + off;
     int64_t next = 0, n_exact = 0;
-    const double lim = double(radius) - 0.5;
+    const double lim = interp_code_limit(cfg, radius);
     interp_traverse(buf + off, t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
       uint16_t& code = c[next++];
-      const double v =
-          interp_encode_point<T>(T::to_double(x[i]), pred, lv->step[level], lv->inv_step[level], lim, qz, radius, code);
+      const double v = interp_encode<T>(x[i], pred, *lv, level, lim, qz, radius, cfg, code);
       if (code == 0) room[n_exact++] = x[i];
       return v;
     });
@@ -783,7 +782,7 @@ struct InterpDecodeTile {
     bool bad = false;
     interp_traverse(buf + off, t.ext, cfg, [&](int64_t i, double pred, int level) -> double {
       const uint32_t sym = c[next++];
-      if (sym) return interp_decode_point<T>(sym, pred, lv->step[level], radius, ot + i);
+      if (sym) return interp_decode<T>(sym, pred, *lv, level, radius, cfg, ot + i);
       if (exact == d.n_exact) {
         bad = true;
         return 0.0;

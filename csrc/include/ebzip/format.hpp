@@ -11,7 +11,9 @@
 //              pipeline 2 only: u8 stencil (0 linear, 1 cubic with linear
 //              edges, 2 cubic with quadratic edges), u8 axis order (2 bits per
 //              position, position k in bits 2k..2k+1), f64 alpha, f64 beta,
-//              uvar tile[4];  then u32 crc32(header)
+//              uvar tile[4], u8 fill (0 none, 1 masked, 2 value; see
+//              interpolation.hpp), [fill value: the dtype's bytes];
+//              then u32 crc32(header)
 //   codebook   (pipelines 1, 2) u32 stored_len, u32 crc32, stored bytes =
 //              zstd(u32 first_symbol, u32 n_symbols, u8 code_length[n_symbols])
 //   chunks     u64 n_chunks, then per chunk: u64 stored_len, u32 flags, u32 crc32;
@@ -25,7 +27,8 @@
 //                         (symbols [0, n/2) and [n/2, n)), zigzag-varint
 //                         outlier deltas, u32 exact_index[n_exact], exact values
 //   pipeline 2 (interp):  the same with n_outliers = 0 and no exact_index:
-//                         exact values come in the tile's visiting order
+//                         exact values come in the tile's visiting order;
+//                         with a fill value, symbol 1 is a fill point
 //
 // Versions 1 and 2 differ only in the header: fixed-width fields, u8 dtype,
 // u8 ndim, u8 mode, u8 pipeline, u8 grid_bits, u8 reserved, u32 radius,
@@ -33,7 +36,8 @@
 // u64 shape[ndim], u64 pred_shape[pred_ndim], and (version 2, pipeline 2)
 // u8 cubic (0/1), u8 axis_order[4], 3 reserved bytes, f64 alpha, f64 beta,
 // u64 tile[4]. Version 3 made the header ~100 bytes smaller (it matters for
-// small arrays at loose bounds) and added the quadratic-edge stencil.
+// small arrays at loose bounds) and added the quadratic-edge stencil and the
+// fill value.
 //
 // The format version changes only when these bytes change; it is independent
 // of the package version. Every length is checked against the buffer before use.
@@ -189,6 +193,9 @@ inline void write_header(std::vector<uint8_t>& out, const Header& h) {
     s.put<double>(h.interp.alpha);
     s.put<double>(h.interp.beta);
     for (int k = 0; k < 4; ++k) s.uvar(uint64_t(h.tile[k]));
+    s.put<uint8_t>(h.interp.fill);
+    if (h.interp.fill != kNoFill)
+      for (int k = 0; k < dtype_size(h.dtype); ++k) s.put<uint8_t>(uint8_t(h.interp.fill_bits >> (8 * k)));
   }
   s.put<uint32_t>(crc32(out.data() + begin, out.size() - begin));
 }
@@ -254,6 +261,10 @@ inline void read_header_v3(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& 
       const uint64_t t = src.uvar();
       h.tile[k] = t > (uint64_t(1) << 62) ? 0 : int64_t(t);  // 0 is refused below
     }
+    h.interp.fill = src.get<uint8_t>();
+    if (h.interp.fill > kFillValue || dtype > 3) throw StreamError("corrupted ebzip header (fill value)");
+    if (h.interp.fill != kNoFill)
+      for (int k = 0; k < dtype_size(DType(dtype)); ++k) h.interp.fill_bits |= uint64_t(src.get<uint8_t>()) << (8 * k);
   }
 }
 

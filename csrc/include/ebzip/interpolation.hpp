@@ -23,10 +23,19 @@ namespace ebzip {
 // fields, the same elsewhere).
 enum InterpStencil : uint8_t { kLinear = 0, kCubicLinearEdges = 1, kCubicQuadraticEdges = 2 };
 
+// A fill value (format version 3): points holding exactly its bits get
+// symbol kFillSymbol, come back exactly, and later predictions read either
+// their own prediction there (masked: land in an ocean field no longer
+// drags the coast's predictions) or the value itself.
+enum InterpFill : uint8_t { kNoFill = 0, kFillMasked = 1, kFillValue = 2 };
+constexpr uint16_t kFillSymbol = 1;  // with a fill value, quantized residuals keep |q| <= radius - 2
+
 struct InterpConfig {
   uint8_t cubic = kCubicQuadraticEdges;   // an InterpStencil
   uint8_t order[4] = {0, 1, 2, 3};        // axis order within a level
   double alpha = 1.0, beta = 1.0;         // level bound: eb / min(alpha^(level-1), beta)
+  uint8_t fill = kNoFill;                 // an InterpFill
+  uint64_t fill_bits = 0;                 // the fill value's storage bits
 };
 
 // Level 1 is the finest (stride 1). Coarse levels get tighter bounds: their
@@ -77,12 +86,54 @@ EBZ_HD_INLINE double interp_encode_point(double xv, double pred, double step, do
   return interp_exact_stand_in(xv, pred);
 }
 
+template <class S>
+EBZ_HD_INLINE uint64_t storage_bits(const S& x) {
+  uint64_t b = 0;
+  memcpy(&b, &x, sizeof(S));
+  return b;
+}
+
+// |d| bound for quantized points: radius - 0.5, one less with a fill value
+// (its symbol takes the code of q = 1 - radius).
+EBZ_HD_INLINE double interp_code_limit(const InterpConfig& cfg, int64_t radius) {
+  return double(radius) - (cfg.fill != kNoFill ? 1.5 : 0.5);
+}
+
+// The value later predictions read at a fill point.
+EBZ_HD_INLINE double interp_fill_stand_in(const InterpConfig& cfg, double fill_value, double pred) {
+  if (cfg.fill == kFillValue) return interp_exact_stand_in(fill_value, pred);
+  return pred - pred == 0.0 ? pred : 0.0;
+}
+
+// interp_encode_point, with the fill value first; lim from interp_code_limit.
+template <class T>
+EBZ_HD_INLINE double interp_encode(const typename T::storage& x, double pred, const InterpLevels& lv, int level,
+                                   double lim, const Quantizer& qz, int64_t radius, const InterpConfig& cfg,
+                                   uint16_t& code) {
+  if (cfg.fill != kNoFill && storage_bits(x) == cfg.fill_bits) {
+    code = kFillSymbol;
+    return interp_fill_stand_in(cfg, T::to_double(x), pred);
+  }
+  return interp_encode_point<T>(T::to_double(x), pred, lv.step[level], lv.inv_step[level], lim, qz, radius, code);
+}
+
 // Decodes a point with symbol sym > 0 into *out; returns the value later predictions read.
 template <class T>
 EBZ_HD_INLINE double interp_decode_point(uint32_t sym, double pred, double step, int64_t radius,
                                          typename T::storage* out) {
   *out = T::from_double(pred + double(int64_t(sym) - radius) * step);
   return T::to_double(*out);
+}
+
+// interp_decode_point, with the fill value first.
+template <class T>
+EBZ_HD_INLINE double interp_decode(uint32_t sym, double pred, const InterpLevels& lv, int level, int64_t radius,
+                                   const InterpConfig& cfg, typename T::storage* out) {
+  if (cfg.fill != kNoFill && sym == kFillSymbol) {
+    memcpy(out, &cfg.fill_bits, sizeof(*out));  // little-endian: the low bytes
+    return interp_fill_stand_in(cfg, T::to_double(*out), pred);
+  }
+  return interp_decode_point<T>(sym, pred, lv.step[level], radius, out);
 }
 
 // Prediction at p, coordinate c along an axis of extent n, neighbours at
