@@ -114,15 +114,15 @@ def fixtures():
     yield "f16_2d_interp_quad_v3", f16, 1e-2, "abs", dict(predictor="interp")
     yield "f32_3d_interp_reversed_qoz_v3", smooth((9, 17, 20), 9).astype(np.float32), 1e-3, "rel", \
         dict(_core=dict(predictor=2, interp_cubic=2, interp_alpha=1.25, interp_beta=2.0, interp_order=[3, 2, 1, 0]))
-    # a fill value: land of a masked field, masked (predictions read their own) or read as itself
+    # a fill value: land of a masked field (fill points read their own prediction)
     land = smooth((6, 20, 24), 10).astype(np.float32) * 3 + 290
     land[:, :8, :10] = np.float32(286.5)
     land[2, 15, 20] = np.nan
     fill = int(np.float32(286.5).view(np.uint32))
     yield "f32_3d_interp_fill_masked_v3", land, 1e-3, "abs", \
         dict(_core=dict(predictor=2, interp_cubic=2, interp_fill=1, interp_fill_bits=fill))
-    yield "f32_3d_interp_fill_value_v3", land, 1e-2, "abs", \
-        dict(_core=dict(predictor=2, interp_cubic=0, interp_alpha=2.0, interp_beta=4.0, interp_fill=2, interp_fill_bits=fill))
+    yield "f32_3d_interp_fill_linear_v3", land, 1e-2, "abs", \
+        dict(_core=dict(predictor=2, interp_cubic=0, interp_alpha=2.0, interp_beta=4.0, interp_fill=1, interp_fill_bits=fill))
 
 
 def compress(arr, eb, mode, kw):

@@ -21,7 +21,7 @@ MANIFEST = FIXTURES / "manifest.json"
 REQUIRED = {"f32_2d_lorenzo_abs", "f64_3d_rel", "f16_1d_nan_inf", "bf16_4d", "f32_exact_eb0", "f32_empty", "f64_0d",
             "f32_3d_interp_cubic_v2", "f64_3d_interp_linear_v2", "f16_2d_interp_v2", "f32_4d_lorenzo_2axes_v2",
             "f32_3d_interp_cubic_tiles_v2", "f32_2d_lorenzo_abs_v3", "f32_3d_interp_quad_v3", "bf16_4d_v3",
-            "f32_2d_psnr_v3", "f16_1d_nan_inf_v3", "f32_3d_interp_fill_masked_v3", "f32_3d_interp_fill_value_v3"}
+            "f32_2d_psnr_v3", "f16_1d_nan_inf_v3", "f32_3d_interp_fill_masked_v3", "f32_3d_interp_fill_linear_v3"}
 UINT = {"float16": np.uint16, "bfloat16": np.uint16, "float32": np.uint32, "float64": np.uint64}
 
 # The fixtures are committed: a missing manifest is a failure, not a skip.

@@ -106,16 +106,15 @@ def _check_fill_stream(x, y, eb, fill_bits, itemsize):
     np.testing.assert_array_equal(xb[~fin], yb[~fin])
 
 
-@pytest.mark.parametrize("mode", [1, 2])
-@pytest.mark.parametrize("stencil", [0, 2])
-def test_fill_value_round_trip(mode, stencil):
+@pytest.mark.parametrize("stencil", [0, 1, 2])
+def test_fill_value_round_trip(stencil):
     x, _ = masked_ocean()
     x[0, 0, 0] = np.nan
     fill_bits = int(np.float32(286.69736).view(np.uint32))
     for eb in (1e-1, 1e-3, 1e-5):
-        c = core_compress(x, eb, predictor=2, interp_cubic=stencil, interp_fill=mode, interp_fill_bits=fill_bits)
+        c = core_compress(x, eb, predictor=2, interp_cubic=stencil, interp_fill=1, interp_fill_bits=fill_bits)
         info = _core.inspect(bytes(c))["interp"]
-        assert info["fill"] == mode and info["fill_bits"] == fill_bits
+        assert info["fill"] == 1 and info["fill_bits"] == fill_bits
         _check_fill_stream(x, ebzip.decompress(bytes(c)), eb, fill_bits, 4)
 
 
@@ -136,32 +135,38 @@ def test_fill_value_bits_not_value(dtype, fill):
 
 def test_auto_uses_a_fill_value_on_a_masked_field():
     """Where it pays: a fill value costs a symbol of its own, which on this field
-    only pays at tighter bounds (at rel 1e-2 the land costs less as ordinary zeros)."""
+    only pays at tighter bounds (at rel 1e-3 and looser the land costs less as ordinary zeros)."""
     x, land = masked_ocean((12, 96, 120))
     vr = float(x.max() - x.min())
-    c = ebzip.compress(x, 1e-3 * vr)
+    c = ebzip.compress(x, 3e-4 * vr)
     info = _core.inspect(bytes(c))
-    assert info["pipeline"] == 2 and info["interp"]["fill"] in (1, 2)
+    assert info["pipeline"] == 2 and info["interp"]["fill"] == 1
     y = ebzip.decompress(c)
     np.testing.assert_array_equal(y[:, land], x[:, land])
-    assert np.abs(y.astype(np.float64) - x).max() <= 1e-3 * vr
-    # and it pays: smaller than the same interpolation without it
-    plain = core_compress(x, 1e-3 * vr, predictor=2, interp_cubic=info["interp"]["stencil"],
+    assert np.abs(y.astype(np.float64) - x).max() <= 3e-4 * vr
+    # and it pays: a better rate-distortion score (what "auto" maximises: PSNR - 6.02 dB
+    # per bit/value) than the same interpolation without it
+    plain = core_compress(x, 3e-4 * vr, predictor=2, interp_cubic=info["interp"]["stencil"],
                           interp_alpha=info["interp"]["alpha"], interp_beta=info["interp"]["beta"],
                           interp_order=list(info["interp"]["order"]))
-    assert len(bytes(c)) < len(bytes(plain))
+
+    def score(stream):
+        mse = np.mean((ebzip.decompress(stream).astype(np.float64) - x) ** 2)
+        return -10 * math.log10(mse) - 6.02 * 8 * len(stream) / x.size
+
+    assert score(bytes(c)) > score(bytes(plain))
 
 
 def test_bad_fill_arguments_are_refused():
     x = smooth((10, 10))
     with pytest.raises(ValueError, match="interp_fill"):
-        core_compress(x, 1e-3, predictor=2, interp_fill=3)
+        core_compress(x, 1e-3, predictor=2, interp_fill=2)
 
 
 @given(data=st.data())
 @settings(max_examples=scaled(60), deadline=None)
 def test_fill_value_property(data):
-    """Any array, any share of fill points, either fill mode: the bound holds and fill points are exact."""
+    """Any array, any share of fill points, any stencil: the bound holds and fill points are exact."""
     shape = tuple(data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=4)))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     x = np.cumsum(rng.standard_normal(shape), axis=-1).astype(np.float32)
@@ -170,7 +175,7 @@ def test_fill_value_property(data):
     eb = data.draw(st.sampled_from([1e-4, 1e-2, 0.5, 10.0]))
     bits = int(np.array(fill, np.float32).view(np.uint32))
     c = core_compress(x, eb, predictor=2, interp_cubic=data.draw(st.sampled_from([0, 1, 2])),
-                      interp_fill=data.draw(st.sampled_from([1, 2])), interp_fill_bits=bits)
+                      interp_fill=1, interp_fill_bits=bits)
     y = ebzip.decompress(bytes(c))
     xb, yb = x.view(np.uint32), y.view(np.uint32)
     np.testing.assert_array_equal(yb[xb == bits], xb[xb == bits])

@@ -86,8 +86,7 @@ PYBIND11_MODULE(_core, m) {
         if (interp_cubic < 0 || interp_cubic > 2)
           throw std::invalid_argument("interp_cubic must be 0 (linear), 1 (cubic, linear edges) or 2 (cubic, quadratic edges)");
         p.interp.cubic = uint8_t(interp_cubic);
-        if (interp_fill < 0 || interp_fill > 2)
-          throw std::invalid_argument("interp_fill must be 0 (none), 1 (masked) or 2 (value)");
+        if (interp_fill < 0 || interp_fill > 1) throw std::invalid_argument("interp_fill must be 0 or 1");
         p.interp.fill = uint8_t(interp_fill);
         p.interp.fill_bits = interp_fill_bits;
         if (!(interp_alpha >= 1 && interp_alpha <= 16 && interp_beta >= 1 && interp_beta <= 1e6))

@@ -1280,17 +1280,15 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     const size_t i_flip = have_flip ? SIZE_MAX : cands.size();
     if (!have_flip) cands.push_back(flip);
     // A value a fifth of the array holds (a land mask's fill, zero
-    // precipitation, an MRI's background): stored as a fill value, masked or not.
-    size_t i_fill[2] = {SIZE_MAX, SIZE_MAX};
+    // precipitation, an MRI's background): stored as a fill value.
+    size_t i_fill = SIZE_MAX;
     uint64_t fill_bits;
     if (frequent_value(data, n, p.dtype, fill_bits)) {
-      for (int m = 0; m < 2; ++m) {
-        CompressParams f = cands[bi];
-        f.interp.fill = m == 0 ? kFillMasked : kFillValue;
-        f.interp.fill_bits = fill_bits;
-        i_fill[m] = cands.size();
-        cands.push_back(f);
-      }
+      CompressParams f = cands[bi];
+      f.interp.fill = kFillMasked;
+      f.interp.fill_bits = fill_bits;
+      i_fill = cands.size();
+      cands.push_back(f);
     }
     run(first_round);
     // Tweaks that each beat the base interpolation often add up (cmip3_tos:
@@ -1302,9 +1300,8 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     if (score(i_rev) > base) { both.interp = rev.interp; both.interp.alpha = cands[bi].interp.alpha; both.interp.beta = cands[bi].interp.beta; ++improved; }
     if (score(i_strong) > base) { both.interp.alpha = strong.interp.alpha; both.interp.beta = strong.interp.beta; ++improved; }
     if (score(i_flip) > base) { both.interp.cubic = flip.interp.cubic; ++improved; }
-    const size_t i_best_fill = score(i_fill[0]) >= score(i_fill[1]) ? i_fill[0] : i_fill[1];
-    if (score(i_best_fill) > base) {
-      both.interp.fill = cands[i_best_fill].interp.fill;
+    if (score(i_fill) > base) {
+      both.interp.fill = kFillMasked;
       both.interp.fill_bits = fill_bits;
       ++improved;
     }

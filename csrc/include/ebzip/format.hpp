@@ -11,7 +11,7 @@
 //              pipeline 2 only: u8 stencil (0 linear, 1 cubic with linear
 //              edges, 2 cubic with quadratic edges), u8 axis order (2 bits per
 //              position, position k in bits 2k..2k+1), f64 alpha, f64 beta,
-//              uvar tile[4], u8 fill (0 none, 1 masked, 2 value; see
+//              uvar tile[4], u8 fill (0 none, 1 a fill value follows, see
 //              interpolation.hpp), [fill value: the dtype's bytes];
 //              then u32 crc32(header)
 //   codebook   (pipelines 1, 2) u32 stored_len, u32 crc32, stored bytes =
@@ -262,7 +262,7 @@ inline void read_header_v3(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& 
       h.tile[k] = t > (uint64_t(1) << 62) ? 0 : int64_t(t);  // 0 is refused below
     }
     h.interp.fill = src.get<uint8_t>();
-    if (h.interp.fill > kFillValue || dtype > 3) throw StreamError("corrupted ebzip header (fill value)");
+    if (h.interp.fill > kFillMasked || dtype > 3) throw StreamError("corrupted ebzip header (fill value)");
     if (h.interp.fill != kNoFill)
       for (int k = 0; k < dtype_size(DType(dtype)); ++k) h.interp.fill_bits |= uint64_t(src.get<uint8_t>()) << (8 * k);
   }

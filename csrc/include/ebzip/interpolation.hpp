@@ -24,10 +24,10 @@ namespace ebzip {
 enum InterpStencil : uint8_t { kLinear = 0, kCubicLinearEdges = 1, kCubicQuadraticEdges = 2 };
 
 // A fill value (format version 3): points holding exactly its bits get
-// symbol kFillSymbol, come back exactly, and later predictions read either
-// their own prediction there (masked: land in an ocean field no longer
-// drags the coast's predictions) or the value itself.
-enum InterpFill : uint8_t { kNoFill = 0, kFillMasked = 1, kFillValue = 2 };
+// symbol kFillSymbol and come back exactly; later predictions read their
+// own prediction there, as if the point were masked out (land in an ocean
+// field then no longer drags the coast's predictions towards the fill).
+enum InterpFill : uint8_t { kNoFill = 0, kFillMasked = 1 };
 constexpr uint16_t kFillSymbol = 1;  // with a fill value, quantized residuals keep |q| <= radius - 2
 
 struct InterpConfig {
@@ -99,11 +99,8 @@ EBZ_HD_INLINE double interp_code_limit(const InterpConfig& cfg, int64_t radius) 
   return double(radius) - (cfg.fill != kNoFill ? 1.5 : 0.5);
 }
 
-// The value later predictions read at a fill point.
-EBZ_HD_INLINE double interp_fill_stand_in(const InterpConfig& cfg, double fill_value, double pred) {
-  if (cfg.fill == kFillValue) return interp_exact_stand_in(fill_value, pred);
-  return pred - pred == 0.0 ? pred : 0.0;
-}
+// The value later predictions read at a fill point: its prediction.
+EBZ_HD_INLINE double interp_fill_stand_in(double pred) { return pred - pred == 0.0 ? pred : 0.0; }
 
 // interp_encode_point, with the fill value first; lim from interp_code_limit.
 template <class T>
@@ -112,7 +109,7 @@ EBZ_HD_INLINE double interp_encode(const typename T::storage& x, double pred, co
                                    uint16_t& code) {
   if (cfg.fill != kNoFill && storage_bits(x) == cfg.fill_bits) {
     code = kFillSymbol;
-    return interp_fill_stand_in(cfg, T::to_double(x), pred);
+    return interp_fill_stand_in(pred);
   }
   return interp_encode_point<T>(T::to_double(x), pred, lv.step[level], lv.inv_step[level], lim, qz, radius, code);
 }
@@ -131,7 +128,7 @@ EBZ_HD_INLINE double interp_decode(uint32_t sym, double pred, const InterpLevels
                                    const InterpConfig& cfg, typename T::storage* out) {
   if (cfg.fill != kNoFill && sym == kFillSymbol) {
     memcpy(out, &cfg.fill_bits, sizeof(*out));  // little-endian: the low bytes
-    return interp_fill_stand_in(cfg, T::to_double(*out), pred);
+    return interp_fill_stand_in(pred);
   }
   return interp_decode_point<T>(sym, pred, lv.step[level], radius, out);
 }
