@@ -72,6 +72,13 @@ uint32_t rd32(const Bytes& s, size_t o) { uint32_t v; memcpy(&v, s.data() + o, 4
 uint64_t rd64(const Bytes& s, size_t o) { uint64_t v; memcpy(&v, s.data() + o, 8); return v; }
 void wr32(Bytes& s, size_t o, uint32_t v) { memcpy(s.data() + o, &v, 4); }
 
+// The pipeline byte of a stream (255 if too short): byte 9 in format
+// versions 1-2, byte 8 since version 3.
+uint8_t stream_pipeline(const Bytes& s) {
+  if (s.size() < 10) return 255;
+  return s[4] >= 3 || s[5] != 0 ? s[8] : s[9];
+}
+
 // Recomputes the header, codebook, table and chunk CRCs of a (mutated)
 // stream, as far as its layout parses (docs/format.md).
 void fix_crcs(Bytes& s) {
@@ -79,7 +86,7 @@ void fix_crcs(Bytes& s) {
   if (hlen == 0 || s.size() < hlen + 4) return;
   wr32(s, hlen, crc32(s.data(), hlen));
   size_t pos = hlen + 4;
-  const uint8_t pipeline = s[4] == 3 && s[5] == 0 ? s[8] : s[9];  // version 3 moved it
+  const uint8_t pipeline = stream_pipeline(s);
   if (pipeline == 1 || pipeline == 2) {  // lorenzo, interp: codebook section
     if (s.size() < pos + 8) return;
     const uint64_t cb = rd32(s, pos);
@@ -404,7 +411,7 @@ int stress(uint64_t seed, int arrays, int mutations) {
   for (int a = 0; a < arrays; ++a) {
     const Case c = make_case(rng);
     const Bytes s = round_trip(c);
-    ++by_pipeline[s.size() > 9 && s[9] < 3 ? s[9] : 3];
+    ++by_pipeline[std::min<uint8_t>(stream_pipeline(s), 3)];
     for (int k = 0; k < mutations; ++k) {
       bool single;
       Bytes m = mutate(s, rng, single);

@@ -66,7 +66,7 @@ def fix_crcs(s: bytearray) -> None:
         return
     struct.pack_into("<I", s, hlen, zlib.crc32(s[:hlen]))
     pos = hlen + 4
-    pipeline = s[8] if s[4:6] == b"\x03\x00" else s[9]  # version 3 moved it
+    pipeline = s[8] if (s[4] | s[5] << 8) >= 3 else s[9]  # byte 9 in versions 1-2, 8 since 3
     if pipeline in (1, 2):
         if n < pos + 8:
             return
