@@ -707,24 +707,18 @@ struct InterpPredictor {
 };
 
 // Quantizes the blocks, builds the stream's codebook, encodes the chunks.
-// `subset`: encode only these blocks (to estimate a predictor's size from a
-// sample); empty means all.
 template <class Predictor>
-Encoded encode_predictive(const Predictor& pred, uint32_t alphabet, int threads,
-                          const std::vector<int64_t>& subset = {}) {
-  std::vector<int64_t> ids = subset;
-  if (ids.empty())
-    for (int64_t b = 0; b < pred.n_blocks(); ++b) ids.push_back(b);
-  const int64_t nb = int64_t(ids.size());
+Encoded encode_predictive(const Predictor& pred, uint32_t alphabet, int threads) {
+  const int64_t nb = pred.n_blocks();
   std::vector<uint64_t> offset(size_t(nb) + 1, 0);
-  for (int64_t i = 0; i < nb; ++i) offset[size_t(i) + 1] = offset[size_t(i)] + pred.block_count(ids[size_t(i)]);
+  for (int64_t i = 0; i < nb; ++i) offset[size_t(i) + 1] = offset[size_t(i)] + pred.block_count(i);
   std::vector<uint16_t> codes(offset.back());
   std::vector<BlockSide> side(static_cast<size_t>(nb));
   std::vector<uint64_t> hist(alphabet, 0);
   std::mutex hist_mutex;
 
   struct QuantizeBody {
-    const Predictor& pred; const std::vector<int64_t>& ids; const std::vector<uint64_t>& offset; uint16_t* codes;
+    const Predictor& pred; const std::vector<uint64_t>& offset; uint16_t* codes;
     std::vector<BlockSide>& side; uint32_t alphabet; std::vector<uint64_t>& hist; std::mutex& hist_mutex;
     struct State { typename Predictor::State pst; Histogram h; };
     State& make_thread_state() {
@@ -739,10 +733,10 @@ Encoded encode_predictive(const Predictor& pred, uint32_t alphabet, int threads,
     }
     void operator()(int64_t i, State& st) {
       uint16_t* c = codes + offset[size_t(i)];
-      pred.quantize(ids[size_t(i)], st.pst, c, side[size_t(i)]);
+      pred.quantize(i, st.pst, c, side[size_t(i)]);
       st.h.add(c, int64_t(offset[size_t(i) + 1] - offset[size_t(i)]));
     }
-  } qbody{pred, ids, offset, codes.data(), side, alphabet, hist, hist_mutex};
+  } qbody{pred, offset, codes.data(), side, alphabet, hist, hist_mutex};
   parallel_blocks(nb, threads, qbody);
 
   const Codebook cb = build_codebook(hist);
