@@ -288,6 +288,23 @@ def test_raw_sz3_flags_round_trip(raw, tmp_path):
     assert r.exit_code == 0 and "16x24x40" in r.output and "lorenzo" in r.output
 
 
+def test_info_names_the_interpolation_and_its_fill_value(tmp_path):
+    from ebzip import _core
+    from ebzip.api import Compressed
+
+    x = smooth_field((16, 24, 40), 7)
+    x[:, :10, :12] = np.float32(-999.0)
+    c = Compressed()
+    _core.compress(x, 0, 0, 1e-3, 1e-3, c, threads=1, predictor=2, interp_cubic=2, interp_fill=1,
+                   interp_fill_bits=int(np.float32(-999.0).view(np.uint32)), interp_order=[3, 2, 1, 0])
+    z = tmp_path / "x.ebz"
+    z.write_bytes(bytes(c))
+    r = run("info", z)
+    assert r.exit_code == 0, r.output
+    assert "interpolation cubic (quadratic edges)" in r.output and "axis order 3,2,1,0" in r.output
+    assert "fill value -999" in r.output
+
+
 def test_raw_abs_double_and_zfp_flag(tmp_path):
     x = smooth_field((30, 50), 8, np.float64)
     path = tmp_path / "x.f64"

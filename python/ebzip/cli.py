@@ -249,6 +249,23 @@ def demo(size, snapshots, threads):
     run_demo(size=size, snapshots=snapshots, threads=threads)
 
 
+def _describe_interp(interp: dict, dtype: str) -> str:
+    """The interpolation settings a stream's header holds, in words."""
+    import numpy as np
+
+    stencil = ("linear", "cubic (linear edges)", "cubic (quadratic edges)")[interp["stencil"]]
+    words = [f"interpolation {stencil}", f"axis order {','.join(map(str, interp['order']))}",
+             f"level bounds alpha {interp['alpha']:g} beta {interp['beta']:g}"]
+    if interp.get("fill"):
+        if dtype == "bfloat16":
+            value = float(np.array([interp["fill_bits"] << 16], np.uint32).view(np.float32)[0])
+        else:
+            store = {"float16": np.uint16, "float32": np.uint32, "float64": np.uint64}[dtype]
+            value = float(np.array([interp["fill_bits"]], store).view(dtype)[0])
+        words.append(f"fill value {value:g}")
+    return ", ".join(words)
+
+
 @cli.command()
 @click.argument("file", required=False)
 @_errors
@@ -276,6 +293,8 @@ def info(file):
         click.echo(f"  shape {_fmt_shape(head['shape'])}  dtype {head['dtype']}  mode {head['mode']} "
                    f"{head['eb_param']:g} (abs {head['eb_abs']:.6g})  predictor {head['pipeline']}")
         click.echo(f"  {_fmt_bytes(orig)} -> {_fmt_bytes(size)}, ratio {_fmt_ratio(orig / size if size else math.inf)}")
+        if head.get("interp"):
+            click.echo(f"  {_describe_interp(head['interp'], head['dtype'])}")
         return
     if not _is_hdf5(file):
         raise click.ClickException(f"{file} is neither an HDF5 file nor an ebzip stream")
