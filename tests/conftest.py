@@ -454,6 +454,7 @@ class Layout:
 
 # Format version 3 header fields, in stream order after "EBZP" and the u16 version.
 _V3_BYTES = ("dtype", "mode", "pipeline", "grid_bits")
+_ITEM_BYTES = {0: 4, 1: 8, 2: 2, 3: 2}  # bytes of an element, by dtype code (the fill value's size)
 
 
 def _uvar(x: int) -> bytes:
@@ -501,7 +502,7 @@ def parse_header_v3(s: bytes) -> tuple[dict, int]:
         h["tile"] = [uvar() for _ in range(4)]
         h["fill"] = s[pos]
         pos += 1
-        size = {0: 4, 1: 8, 2: 2, 3: 2}.get(h["dtype"], 0)  # bytes of the fill value
+        size = _ITEM_BYTES.get(h["dtype"], 0)
         h["fill_bits"] = int.from_bytes(s[pos:pos + size], "little") if h["fill"] else None
         pos += size if h["fill"] else 0
     return h, pos
@@ -521,7 +522,7 @@ def pack_header_v3(h: dict) -> bytes:
         b += bytes([h["stencil"], h["order"]]) + struct.pack("<dd", h["alpha"], h["beta"])
         b += b"".join(_uvar(t) for t in h["tile"]) + bytes([h["fill"]])
         if h["fill"]:
-            b += h["fill_bits"].to_bytes({0: 4, 1: 8, 2: 2, 3: 2}[h["dtype"]], "little")
+            b += h["fill_bits"].to_bytes(_ITEM_BYTES[h["dtype"]], "little")
     return bytes(b) + struct.pack("<I", zlib.crc32(bytes(b)))
 
 

@@ -5,7 +5,6 @@
 #include <pybind11/stl.h>
 
 #include <stdexcept>
-#include <string_view>
 
 #include "../cpu/codec_cpu.hpp"
 #include "binding_args.hpp"
@@ -118,9 +117,11 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "header_extent",
-      [](py::bytes b) {
-        const std::string_view v = b;
-        return header_extent(reinterpret_cast<const uint8_t*>(v.data()), v.size());
+      [](py::buffer stream) {
+        py::buffer_info keep;
+        uint64_t len;
+        const uint8_t* p = stream_bytes(stream, len, keep);
+        return header_extent(p, len);
       },
       py::arg("stream"), "Length of the stream's header without its CRC, or 0 where it does not parse (for tools).");
 

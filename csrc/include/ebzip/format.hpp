@@ -200,26 +200,31 @@ inline void write_header(std::vector<uint8_t>& out, const Header& h) {
   s.put<uint32_t>(crc32(out.data() + begin, out.size() - begin));
 }
 
+// A header's enum and count bytes as stored, checked by read_header once
+// the header's checksum has passed.
+struct RawHeaderBytes {
+  uint8_t dtype = 0, mode = 0, pipeline = 0, ndim = 0, pred_ndim = 0;
+};
+
 // The fields of a version 1/2 header (fixed widths, see the top of this file).
-inline void read_header_v2(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& mode, uint8_t& pipeline,
-                           uint8_t& ndim, uint8_t& pred_ndim) {
-  dtype = src.get<uint8_t>();
-  ndim = src.get<uint8_t>();
-  mode = src.get<uint8_t>();
-  pipeline = src.get<uint8_t>();
+inline void read_header_v2(ByteSource& src, Header& h, RawHeaderBytes& raw) {
+  raw.dtype = src.get<uint8_t>();
+  raw.ndim = src.get<uint8_t>();
+  raw.mode = src.get<uint8_t>();
+  raw.pipeline = src.get<uint8_t>();
   h.grid_bits = src.get<uint8_t>();
   src.get<uint8_t>();
   h.radius = src.get<uint32_t>();
   h.eb_param = src.get<double>();
   h.eb_abs = src.get<double>();
   h.block_elems = src.get<uint64_t>();
-  pred_ndim = src.get<uint8_t>();
+  raw.pred_ndim = src.get<uint8_t>();
   src.take(7);
-  if (ndim > kMaxNdim || pred_ndim > kMaxPredDims) throw StreamError("corrupted ebzip header (ndim)");
-  for (int i = 0; i < ndim; ++i) h.shape.push_back(src.get<uint64_t>());
-  h.pred.ndim = pred_ndim;
-  for (int k = 0; k < pred_ndim; ++k) h.pred.n[k] = int64_t(src.get<uint64_t>());
-  if (h.version >= 2 && pipeline == uint8_t(Pipeline::interp)) {
+  if (raw.ndim > kMaxNdim || raw.pred_ndim > kMaxPredDims) throw StreamError("corrupted ebzip header (ndim)");
+  for (int i = 0; i < raw.ndim; ++i) h.shape.push_back(src.get<uint64_t>());
+  h.pred.ndim = raw.pred_ndim;
+  for (int k = 0; k < raw.pred_ndim; ++k) h.pred.n[k] = int64_t(src.get<uint64_t>());
+  if (h.version >= 2 && raw.pipeline == uint8_t(Pipeline::interp)) {
     h.interp.cubic = src.get<uint8_t>() != 0;  // version 2 knew linear and cubic with linear edges
     for (int k = 0; k < 4; ++k) h.interp.order[k] = src.get<uint8_t>();
     src.take(3);
@@ -229,28 +234,28 @@ inline void read_header_v2(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& 
   }
 }
 
-inline void read_header_v3(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& mode, uint8_t& pipeline,
-                           uint8_t& ndim, uint8_t& pred_ndim) {
-  dtype = src.get<uint8_t>();
-  mode = src.get<uint8_t>();
-  pipeline = src.get<uint8_t>();
+inline void read_header_v3(ByteSource& src, Header& h, RawHeaderBytes& raw) {
+  raw.dtype = src.get<uint8_t>();
+  raw.mode = src.get<uint8_t>();
+  raw.pipeline = src.get<uint8_t>();
   h.grid_bits = src.get<uint8_t>();
-  ndim = src.get<uint8_t>();
-  pred_ndim = src.get<uint8_t>();
+  raw.ndim = src.get<uint8_t>();
+  raw.pred_ndim = src.get<uint8_t>();
   const uint8_t flags = src.get<uint8_t>();
-  if (ndim > kMaxNdim || pred_ndim > kMaxPredDims || flags > 1) throw StreamError("corrupted ebzip header (ndim)");
+  if (raw.ndim > kMaxNdim || raw.pred_ndim > kMaxPredDims || flags > 1)
+    throw StreamError("corrupted ebzip header (ndim)");
   const uint64_t radius = src.uvar();
   h.radius = radius > 0xFFFFFFFFu ? 0 : uint32_t(radius);  // 0 is refused below
   h.eb_abs = src.get<double>();
   h.eb_param = (flags & 1) ? src.get<double>() : h.eb_abs;
   h.block_elems = src.uvar();
-  for (int i = 0; i < ndim; ++i) h.shape.push_back(src.uvar());
-  h.pred.ndim = pred_ndim;
-  for (int k = 0; k < pred_ndim; ++k) {
+  for (int i = 0; i < raw.ndim; ++i) h.shape.push_back(src.uvar());
+  h.pred.ndim = raw.pred_ndim;
+  for (int k = 0; k < raw.pred_ndim; ++k) {
     const uint64_t d = src.uvar();
     h.pred.n[k] = d > (uint64_t(1) << 62) ? 0 : int64_t(d);  // 0 is refused below
   }
-  if (pipeline == uint8_t(Pipeline::interp)) {
+  if (raw.pipeline == uint8_t(Pipeline::interp)) {
     h.interp.cubic = src.get<uint8_t>();
     if (h.interp.cubic > 2) throw StreamError("corrupted ebzip header (interpolation stencil)");
     const uint8_t order = src.get<uint8_t>();
@@ -262,10 +267,19 @@ inline void read_header_v3(ByteSource& src, Header& h, uint8_t& dtype, uint8_t& 
       h.tile[k] = t > (uint64_t(1) << 62) ? 0 : int64_t(t);  // 0 is refused below
     }
     h.interp.fill = src.get<uint8_t>();
-    if (h.interp.fill > kFillMasked || dtype > 3) throw StreamError("corrupted ebzip header (fill value)");
+    if (h.interp.fill > kFillMasked || raw.dtype > 3) throw StreamError("corrupted ebzip header (fill value)");
     if (h.interp.fill != kNoFill)
-      for (int k = 0; k < dtype_size(DType(dtype)); ++k) h.interp.fill_bits |= uint64_t(src.get<uint8_t>()) << (8 * k);
+      for (int k = 0; k < dtype_size(DType(raw.dtype)); ++k)
+        h.interp.fill_bits |= uint64_t(src.get<uint8_t>()) << (8 * k);
   }
+}
+
+// The fields after the version, as h.version lays them out.
+inline RawHeaderBytes read_header_fields(ByteSource& src, Header& h) {
+  RawHeaderBytes raw;
+  if (h.version >= 3) read_header_v3(src, h, raw);
+  else read_header_v2(src, h, raw);
+  return raw;
 }
 
 inline Header read_header(ByteSource& src) {
@@ -285,9 +299,8 @@ inline Header read_header(ByteSource& src) {
                       "): upgrade ebzip to read it; if no newer ebzip wrote it, the stream is corrupted");
   Header h;
   h.version = version;
-  uint8_t dtype, mode, pipeline, ndim, pred_ndim;
-  if (version >= 3) read_header_v3(src, h, dtype, mode, pipeline, ndim, pred_ndim);
-  else read_header_v2(src, h, dtype, mode, pipeline, ndim, pred_ndim);
+  const RawHeaderBytes raw = read_header_fields(src, h);
+  const uint8_t dtype = raw.dtype, mode = raw.mode, pipeline = raw.pipeline, pred_ndim = raw.pred_ndim;
   const bool interp = version >= 2 && pipeline == uint8_t(Pipeline::interp);
   const uint64_t header_len = src.pos;
   const uint32_t crc = src.get<uint32_t>();
@@ -342,10 +355,8 @@ inline uint64_t header_extent(const uint8_t* p, uint64_t n) {
   Header h;
   h.version = src.get<uint16_t>();
   if (h.version < kOldestFormatVersion || h.version > kFormatVersion) return 0;
-  uint8_t dtype, mode, pipeline, ndim, pred_ndim;
   try {
-    if (h.version >= 3) read_header_v3(src, h, dtype, mode, pipeline, ndim, pred_ndim);
-    else read_header_v2(src, h, dtype, mode, pipeline, ndim, pred_ndim);
+    read_header_fields(src, h);
   } catch (const StreamError&) {
     return 0;
   }
