@@ -244,17 +244,19 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
     driver where it runs this stream's pipeline; ``"cpu"`` keeps it on the host.
 
     An enhancer container (``ebzip.enhance``) is delegated to
-    :func:`ebzip.enhance.decompress`: the enhanced array (or dict of arrays),
-    which needs torch, or the plain reconstruction with ``enhance=False``.
+    :func:`ebzip.enhance.decompress`: the enhanced numpy array (or dict of
+    arrays), which needs torch, or the plain reconstruction with
+    ``enhance=False``; ``out``, ``like`` and ``device`` are refused there.
     """
     nthreads = _threads(threads)
     if isinstance(data, str):
         raise TypeError("decompress expects the compressed bytes, not a str")
     if _is_enhanced(data):
-        if out is not None or like is not None:
-            raise ValueError("out= and like= are not supported for enhancer containers (ebzip.enhance)")
+        if out is not None or like is not None or device is not None:
+            raise ValueError("out=, like= and device= are not supported for enhancer containers: they decode to "
+                             "numpy arrays (ebzip.enhance.decompress(..., device=) picks the networks' device)")
         from . import enhance as _enhance
-        return _enhance.decompress(data, enhance=enhance)
+        return _enhance.decompress(data, enhance=enhance, threads=nthreads)
     try:
         info = data.info if isinstance(data, Compressed) else _core.inspect(data)
     except TypeError:
