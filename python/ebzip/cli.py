@@ -612,8 +612,9 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
         raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
     name = _raw_dtype(f32, f64, dtype)
     x = _load_raw(src, name, shape)
-    # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread: each is
-    # compressed as the full stream would compress it
+    # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread, each
+    # compressed on its own: a Lorenzo stream codes its blocks so; an interpolation stream's tiles
+    # may span several blocks and then compress better than this predicts (docs/cli.md, estimate)
     n0, inner = shape[0], max(1, math.prod(shape[1:]))
     rows_per = max(1, (1 << 18) // inner)
     nblk = -(-n0 // rows_per)
