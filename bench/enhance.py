@@ -275,13 +275,19 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-elems", type=int, default=600_000, help="centre-crop larger fields to this many")
     p.add_argument("--copy-plot", type=Path, help="also copy the plot here (e.g. docs/enhance_rd.png)")
-    p.add_argument("--report-only", type=Path, help="rewrite the report and plot from an enhance.json, no runs")
+    p.add_argument("--report-only", type=Path, nargs="+",
+                   help="write the report and plot from one or more runs' enhance.json (records merged), no runs")
     args = p.parse_args()
-    if args.report_only:
-        report = json.loads(args.report_only.read_text())
+    if args.report_only:  # one report from the records of one or more runs
+        runs = [json.loads(f.read_text()) for f in args.report_only]
+        report = dict(runs[0], records=[r for run in runs for r in run["records"]],
+                      plain={k: v for run in runs for k, v in run["plain"].items()},
+                      runs=[run["args"] for run in runs])
         variants = list(dict.fromkeys(r["variant"] for r in report["records"]))
         report["acceptance"] = summarise(report["records"], variants)
         write_report(report, args.out)
+        if args.copy_plot and (args.out / "enhance_rd.png").is_file():
+            shutil.copy(args.out / "enhance_rd.png", args.copy_plot)
         print(json.dumps(report["acceptance"], indent=1))
         return
     if args.quick:

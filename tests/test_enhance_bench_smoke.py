@@ -29,3 +29,13 @@ def test_enhance_bench_quick(tmp_path):
     acc = report["acceptance"]
     assert acc["points"] == len(recs) and isinstance(acc["passed"], bool)
     assert "## Acceptance" in (tmp_path / "enhance.md").read_text()
+
+    # --report-only merges runs: here the same run twice, so every record twice and the same mean
+    merged = tmp_path / "merged"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "enhance.py"), "--report-only",
+                           str(tmp_path / "enhance.json"), str(tmp_path / "enhance.json"), "--out", str(merged)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = json.loads((merged / "enhance.json").read_text())
+    assert len(again["records"]) == 2 * len(recs) and again["acceptance"]["points"] == 2 * acc["points"]
+    assert again["acceptance"]["mean_gain_db"] == pytest.approx(acc["mean_gain_db"])
