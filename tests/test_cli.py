@@ -246,7 +246,7 @@ def test_sigint_in_a_real_process_leaves_no_output(tmp_path):
         real = eh.encode_chunk
         def slow(*a, **k):
             print("chunk", flush=True)
-            time.sleep(0.05)
+            time.sleep(5)  # long enough that the signal always lands mid-compression, on a loaded machine too
             return real(*a, **k)
         eh.encode_chunk = slow
         from ebzip.cli import main
