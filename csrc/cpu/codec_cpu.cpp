@@ -1024,10 +1024,11 @@ double prequant_sse(const typename T::storage* x, int64_t count, const Quantizer
 // blocks or tiles, 2-axis and all-axis tilings saw different regions and
 // the region, not the predictor, decided between them (cmip3_tos).
 struct SampleBoxes {
-  std::vector<uint64_t> array_shape;          // the array's
-  std::vector<std::vector<uint64_t>> shapes;  // each box's shape, as an array shape
-  std::vector<std::vector<uint8_t>> data;     // each box's values, C order
-  uint64_t elems = 0;                         // elements over all boxes
+  std::vector<uint64_t> array_shape;       // the array's
+  std::vector<uint64_t> box_shape;         // every box's, as an array shape
+  uint64_t box_elems = 0;                  // elements in one box
+  std::vector<std::vector<uint8_t>> data;  // each box's values, C order
+  uint64_t elems() const { return box_elems * data.size(); }
 };
 
 // Four boxes of at least 2^14 elements, together at least 2^16 (or the whole
@@ -1069,10 +1070,11 @@ SampleBoxes sample_boxes(const void* data, const std::vector<uint64_t>& shape, i
   }
   SampleBoxes sb;
   sb.array_shape = shape;
-  std::vector<uint64_t> box_shape(ext, ext + std::max(ps.ndim, 1));
+  sb.box_shape.assign(ext, ext + std::max(ps.ndim, 1));
   int64_t stride[kMaxPredDims] = {1, 1, 1, 1};
   for (int k = ps.ndim - 2; k >= 0; --k) stride[k] = stride[k + 1] * ps.n[k + 1];
   const int64_t box_elems = ext[0] * ext[1] * ext[2] * ext[3];
+  sb.box_elems = uint64_t(box_elems);
   for (int b = 0; b < n_boxes; ++b) {
     int64_t origin[kMaxPredDims] = {0, 0, 0, 0};
     for (int k = 0; k < ps.ndim; ++k) {
@@ -1084,8 +1086,8 @@ SampleBoxes sample_boxes(const void* data, const std::vector<uint64_t>& shape, i
     std::vector<uint8_t> buf(size_t(box_elems) * size_t(dsize));
     const auto* src = static_cast<const uint8_t*>(data);
     uint8_t* dst = buf.data();
-    const size_t row = size_t(ext[ps.ndim > 0 ? ps.ndim - 1 : 0]) * size_t(dsize);
     const int last = std::max(ps.ndim - 1, 0);
+    const size_t row = size_t(ext[last]) * size_t(dsize);
     int64_t idx[kMaxPredDims] = {0, 0, 0, 0};  // over the box's axes before the last
     for (int64_t r = 0; r < box_elems / ext[last]; ++r) {
       int64_t off = origin[last];
@@ -1097,15 +1099,11 @@ SampleBoxes sample_boxes(const void* data, const std::vector<uint64_t>& shape, i
         idx[k] = 0;
       }
     }
-    sb.shapes.push_back(box_shape);
     sb.data.push_back(std::move(buf));
-    sb.elems += uint64_t(box_elems);
   }
   return sb;
 }
 
-// Estimated stream size and error of a predictor on an array of n elements
-// (value range r), from encoding the sample boxes with it.
 // Several predictors as one: the blocks of each, one predictor after the
 // other. "auto" encodes all its sample boxes in one go, with one codebook as
 // in the stream (and one codebook to build, not one per box).
@@ -1143,7 +1141,7 @@ Estimate estimate(const SampleBoxes& sb, uint64_t n, const CompressParams& p, co
   if (p.predictor == Predictor::interp) {
     PredictorSequence<InterpPredictor<T>> boxes;
     for (size_t i = 0; i < sb.data.size(); ++i) {
-      const PredShape pred = prediction_shape(sb.shapes[i], p.pred_dims);
+      const PredShape pred = prediction_shape(sb.box_shape, p.pred_dims);
       int64_t tile[kMaxPredDims];
       TileGrid::choose_tile(pred, interp_tile_budget(p.block_elems, n), tile);
       InterpPredictor<T> pr(reinterpret_cast<const typename T::storage*>(sb.data[i].data()), nullptr,
@@ -1164,7 +1162,7 @@ Estimate estimate(const SampleBoxes& sb, uint64_t n, const CompressParams& p, co
     PredictorSequence<LorenzoPredictor<T>> boxes;
     for (size_t i = 0; i < sb.data.size(); ++i) {
       const auto* x = reinterpret_cast<const typename T::storage*>(sb.data[i].data());
-      const PredShape box = prediction_shape(sb.shapes[i], p.pred_dims);
+      const PredShape box = prediction_shape(sb.box_shape, p.pred_dims);
       int64_t box_block = 1;
       for (int k = 0; k < box.ndim; ++k) box_block *= box.n[k];  // one chunk: the whole box
       if (chunks.n_blocks > 1 && box.ndim == chunks.ndim) {
@@ -1173,16 +1171,14 @@ Estimate estimate(const SampleBoxes& sb, uint64_t n, const CompressParams& p, co
       }
       const LorenzoPredictor<T> pr{x, nullptr, BlockGrid::make(box, box_block), Quantizer::make<T>(p.eb_abs),
                                    int64_t(radius), lorenzo_grid_bits(r, p.eb_abs)};
-      uint64_t count = 1;
-      for (auto d : sb.shapes[i]) count *= d;
-      sse += prequant_sse<T>(x, int64_t(count), pr.qz);
+      sse += prequant_sse<T>(x, int64_t(sb.box_elems), pr.qz);
       boxes.add(pr);
     }
     e = encode_predictive(boxes, 2 * radius, p.threads);
   }
   double chunk_bytes = 0;
   for (const auto& c : e.chunks) chunk_bytes += double(c.bytes.size() + 16);
-  const double elems = double(std::max<uint64_t>(sb.elems, 1));
+  const double elems = double(std::max<uint64_t>(sb.elems(), 1));
   return Estimate{chunk_bytes * double(n) / elems + double(e.codebook.size()), sse / elems};
 }
 
@@ -1241,10 +1237,8 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
   // and the array's own is computed only if Lorenzo is chosen (a pass over
   // the array: 6 % of "auto"'s time).
   Range range{INFINITY, -INFINITY, 0};
-  for (size_t i = 0; i < boxes.data.size(); ++i) {
-    uint64_t count = 1;
-    for (auto d : boxes.shapes[i]) count *= d;
-    const Range r = finite_range(boxes.data[i].data(), count, p.dtype, 1);
+  for (const auto& box : boxes.data) {
+    const Range r = finite_range(box.data(), boxes.box_elems, p.dtype, 1);
     range = Range{std::min(range.min, r.min), std::max(range.max, r.max), range.n_finite + r.n_finite};
   }
   std::vector<Estimate> est;
@@ -1320,7 +1314,7 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     const double base = score(bi);
     CompressParams both = cands[bi];
     int improved = 0;
-    if (score(i_rev) > base) { both.interp = rev.interp; both.interp.alpha = cands[bi].interp.alpha; both.interp.beta = cands[bi].interp.beta; ++improved; }
+    if (score(i_rev) > base) { std::copy(rev.interp.order, rev.interp.order + 4, both.interp.order); ++improved; }
     if (score(i_strong) > base) { both.interp.alpha = strong.interp.alpha; both.interp.beta = strong.interp.beta; ++improved; }
     if (score(i_flip) > base) { both.interp.cubic = flip.interp.cubic; ++improved; }
     if (score(i_fill) > base) {
