@@ -26,17 +26,22 @@ inline cpu::CompressParams compress_params(int dtype, int mode, double eb_param,
 }
 
 // The bytes of a stream given as any C-contiguous buffer (bytes, memoryview,
-// a numpy array of any shape); `keep` holds the buffer while they are used.
-inline const uint8_t* stream_bytes(const pybind11::buffer& b, uint64_t& len, pybind11::buffer_info& keep) {
-  keep = b.request();
-  pybind11::ssize_t expect = keep.itemsize;  // C-contiguous strides, innermost first
-  for (pybind11::ssize_t k = keep.ndim; k-- > 0;) {
-    if (keep.shape[size_t(k)] > 1 && keep.strides[size_t(k)] != expect)
-      throw std::invalid_argument("an ebzip stream must be a C-contiguous buffer (e.g. bytes); got a strided view");
-    expect *= keep.shape[size_t(k)];
+// a numpy array of any shape), held while this lives.
+struct StreamBytes {
+  pybind11::buffer_info keep;
+  const uint8_t* data = nullptr;
+  uint64_t len = 0;
+
+  explicit StreamBytes(const pybind11::buffer& b) : keep(b.request()) {
+    pybind11::ssize_t expect = keep.itemsize;  // C-contiguous strides, innermost first
+    for (pybind11::ssize_t k = keep.ndim; k-- > 0;) {
+      if (keep.shape[size_t(k)] > 1 && keep.strides[size_t(k)] != expect)
+        throw std::invalid_argument("an ebzip stream must be a C-contiguous buffer (e.g. bytes); got a strided view");
+      expect *= keep.shape[size_t(k)];
+    }
+    len = uint64_t(keep.size) * uint64_t(keep.itemsize);
+    data = static_cast<const uint8_t*>(keep.ptr);
   }
-  len = uint64_t(keep.size) * uint64_t(keep.itemsize);
-  return static_cast<const uint8_t*>(keep.ptr);
-}
+};
 
 }  // namespace ebzip

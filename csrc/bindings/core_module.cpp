@@ -63,10 +63,8 @@ PYBIND11_MODULE(_core, m) {
   py::class_<StreamBuffer>(m, "StreamBuffer", py::buffer_protocol())
       .def(py::init<>())
       .def(py::init([](py::buffer b) {
-             py::buffer_info keep;
-             uint64_t len;
-             const uint8_t* p = stream_bytes(b, len, keep);
-             return StreamBuffer{std::vector<uint8_t>(p, p + len)};
+             const StreamBytes s(b);
+             return StreamBuffer{std::vector<uint8_t>(s.data, s.data + s.len)};
            }),
            py::arg("data"))
       .def("__len__", [](const StreamBuffer& s) { return s.data.size(); })
@@ -118,36 +116,30 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "header_extent",
       [](py::buffer stream) {
-        py::buffer_info keep;
-        uint64_t len;
-        const uint8_t* p = stream_bytes(stream, len, keep);
-        return header_extent(p, len);
+        const StreamBytes s(stream);
+        return header_extent(s.data, s.len);
       },
       py::arg("stream"), "Length of the stream's header without its CRC, or 0 where it does not parse (for tools).");
 
   m.def(
       "inspect",
       [](py::buffer stream) {
-        py::buffer_info keep;
-        uint64_t len;
-        const uint8_t* p = stream_bytes(stream, len, keep);
-        return header_dict(cpu::inspect(p, len));
+        const StreamBytes s(stream);
+        return header_dict(cpu::inspect(s.data, s.len));
       },
       py::arg("stream"));
 
   m.def(
       "decompress_into",
       [](py::buffer stream, py::array out, int threads) {
-        py::buffer_info keep;
-        uint64_t len;
-        const uint8_t* p = stream_bytes(stream, len, keep);
-        const Header h = cpu::inspect(p, len);
+        const StreamBytes s(stream);
+        const Header h = cpu::inspect(s.data, s.len);
         if (!(out.flags() & py::array::c_style) || !out.writeable()) throw std::invalid_argument("out must be a writable C-contiguous array");
         if (uint64_t(out.size()) != h.num_elements() || out.itemsize() != dtype_size(h.dtype))
           throw std::invalid_argument("out does not match the stream's size or dtype");
         void* dst = out.mutable_data();
         py::gil_scoped_release release;
-        cpu::decompress(p, len, dst, threads);
+        cpu::decompress(s.data, s.len, dst, threads);
       },
       py::arg("stream"), py::arg("out"), py::arg("threads") = 1);
 

@@ -68,24 +68,20 @@ PYBIND11_MODULE(EBZIP_DEVICE_MODULE, m) {
   m.def(
       "can_decode",
       [](py::buffer stream) {
-        py::buffer_info keep;
-        uint64_t len;
-        const uint8_t* p = stream_bytes(stream, len, keep);
-        return device::can_decode(p, len);
+        const StreamBytes s(stream);
+        return device::can_decode(s.data, s.len);
       },
       py::arg("stream"));
 
   m.def(
       "decompress_into",
       [](py::buffer stream, uintptr_t out_ptr, uint64_t out_nbytes, uintptr_t cuda_stream) {
-        py::buffer_info keep;
-        uint64_t len;
-        const uint8_t* p = stream_bytes(stream, len, keep);
-        const Header h = cpu::inspect(p, len);
+        const StreamBytes s(stream);
+        const Header h = cpu::inspect(s.data, s.len);
         if (h.num_elements() * uint64_t(dtype_size(h.dtype)) != out_nbytes)
           throw std::invalid_argument("out does not match the stream's size or dtype");
         py::gil_scoped_release release;
-        device::decompress(p, len, reinterpret_cast<void*>(out_ptr), cuda_stream);
+        device::decompress(s.data, s.len, reinterpret_cast<void*>(out_ptr), cuda_stream);
       },
       py::arg("stream"), py::arg("out_ptr"), py::arg("out_nbytes"), py::arg("cuda_stream") = 0);
 }
