@@ -115,6 +115,13 @@ def storage_dtype(name: str) -> np.dtype:
     return np.dtype(np.uint16) if name == "bfloat16" else np.dtype(name)
 
 
+def as_float64(stored: np.ndarray, name: str) -> np.ndarray:
+    """Values held in their storage dtype (bfloat16: uint16 bit patterns) as float64."""
+    if name == "bfloat16":
+        return (stored.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return stored.astype(np.float64)
+
+
 def public_dtype(name: str):
     """The dtype users see for a stream's element type (numpy flavour)."""
     if name == "bfloat16":

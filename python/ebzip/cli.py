@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from . import api
+from . import _arrays, api
 
 MODE_CHOICE = click.Choice(["abs", "rel", "psnr"], case_sensitive=False)
 RAW_DTYPES = {"float32": "float32", "f32": "float32", "float": "float32", "float64": "float64", "f64": "float64",
@@ -257,12 +257,9 @@ def _describe_interp(interp: dict, dtype: str) -> str:
     words = [f"interpolation {stencil}", f"axis order {','.join(map(str, interp['order']))}",
              f"level bounds alpha {interp['alpha']:g} beta {interp['beta']:g}"]
     if interp.get("fill"):
-        if dtype == "bfloat16":
-            value = float(np.array([interp["fill_bits"] << 16], np.uint32).view(np.float32)[0])
-        else:
-            store = {"float16": np.uint16, "float32": np.uint32, "float64": np.uint64}[dtype]
-            value = float(np.array([interp["fill_bits"]], store).view(dtype)[0])
-        words.append(f"fill value {value:g}")
+        store = _arrays.storage_dtype(dtype)
+        bits = np.array([interp["fill_bits"]], f"<u{store.itemsize}").view(store)
+        words.append(f"fill value {_arrays.as_float64(bits, dtype)[0]:g}")
     return ", ".join(words)
 
 
@@ -543,11 +540,7 @@ def verify(orig, compressed, eb, mode, progress):
         raise click.ClickException(f"{orig}: {os.path.getsize(orig)} bytes, the stream holds {head['dtype']} "
                                    f"{_fmt_shape(head['shape'])} ({y.nbytes} bytes)")
     x = np.fromfile(orig, dtype=store).reshape(y.shape)
-    if head["dtype"] == "bfloat16":
-        x64 = (x.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-        y64 = (y.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    else:
-        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    x64, y64 = _arrays.as_float64(x, head["dtype"]), _arrays.as_float64(y, head["dtype"])
     fin = np.isfinite(x64)
     err = np.abs(x64[fin] - y64[fin])
     max_err = float(err.max()) if err.size else 0.0
@@ -628,7 +621,7 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
     if mode == "rel":
         lo, hi = math.inf, -math.inf
         for p in pieces:
-            v = p.astype(np.float64) if name != "bfloat16" else (p.astype(np.uint32) << 16).view(np.float32)
+            v = _arrays.as_float64(p, name)
             v = v[np.isfinite(v)]
             if v.size:
                 lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
