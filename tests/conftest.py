@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import ebzip
+from ebzip import _arrays
 
 try:
     import ml_dtypes
@@ -454,7 +455,8 @@ class Layout:
 
 # Format version 3 header fields, in stream order after "EBZP" and the u16 version.
 _V3_BYTES = ("dtype", "mode", "pipeline", "grid_bits")
-_ITEM_BYTES = {0: 4, 1: 8, 2: 2, 3: 2}  # bytes of an element, by dtype code (the fill value's size)
+# bytes of an element by dtype code (the fill value's size), from the package's own tables
+_ITEM_BYTES = {code: _arrays.storage_dtype(name).itemsize for code, name in _arrays.DTYPE_NAMES.items()}
 
 
 def _uvar(x: int) -> bytes:
