@@ -213,7 +213,7 @@ bool parse_array(const uint8_t* d, size_t n, Case& c) {
   static const uint64_t kBlocks[8] = {1, 2, 7, 16, 64, 333, 4096, uint64_t(1) << 18};
   c.block_elems = kBlocks[d[10] & 7];
   c.predictor = cpu::Predictor((d[10] >> 3) % 3);  // automatic, lorenzo, interp
-  c.interp.cubic = (d[10] >> 5) & 1;
+  c.interp.stencil = (d[10] >> 5) & 1;
   c.pred_dims = (d[10] >> 6) & 1 ? 2 : 4;
   size_t pos = 11;
   c.shape.clear();
@@ -325,7 +325,7 @@ Case make_case(std::mt19937_64& rng) {
   c.block_elems = kBlocks[pick(6)];
   c.predictor = cpu::Predictor(pick(3));
   c.pred_dims = pick(3) == 0 ? 2 : 4;
-  c.interp.cubic = uint8_t(pick(2));
+  c.interp.stencil = uint8_t(pick(2));
   if (pick(3) == 0) {  // QoZ-style level bounds and another axis order
     c.interp.alpha = 1.0 + double(pick(10)) / 4;
     c.interp.beta = 1.0 + double(pick(20));

@@ -39,7 +39,7 @@ py::dict header_dict(const Header& h) {
   for (int k = 0; k < h.pred.ndim; ++k) pred[k] = h.pred.n[k];
   d["pred_shape"] = pred;
   if (h.pipeline == Pipeline::interp) {
-    d["interp"] = py::dict(py::arg("cubic") = bool(h.interp.cubic), py::arg("stencil") = int(h.interp.cubic),
+    d["interp"] = py::dict(py::arg("cubic") = bool(h.interp.stencil), py::arg("stencil") = int(h.interp.stencil),
                            py::arg("fill") = int(h.interp.fill), py::arg("fill_bits") = h.interp.fill_bits,
                            py::arg("alpha") = h.interp.alpha,
                            py::arg("beta") = h.interp.beta,
@@ -82,7 +82,7 @@ PYBIND11_MODULE(_core, m) {
         cpu::CompressParams p = compress_params(dtype, mode, eb_param, eb_abs, threads, block_elems, predictor);
         if (interp_cubic < 0 || interp_cubic > 2)
           throw std::invalid_argument("interp_cubic must be 0 (linear), 1 (cubic, linear edges) or 2 (cubic, quadratic edges)");
-        p.interp.cubic = uint8_t(interp_cubic);
+        p.interp.stencil = uint8_t(interp_cubic);
         if (interp_fill < 0 || interp_fill > 1) throw std::invalid_argument("interp_fill must be 0 or 1");
         p.interp.fill = uint8_t(interp_fill);
         p.interp.fill_bits = interp_fill_bits;

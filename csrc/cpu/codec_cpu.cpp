@@ -976,7 +976,7 @@ std::vector<CompressParams> candidates(const CompressParams& p, const std::vecto
   auto make = [&](Predictor pred, bool cubic, int dims) {
     CompressParams c = p;
     c.predictor = pred;
-    c.interp.cubic = cubic ? kCubicQuadraticEdges : kLinear;
+    c.interp.stencil = cubic ? kCubicQuadraticEdges : kLinear;
     c.interp.alpha = kAutoAlpha;
     c.interp.beta = kAutoBeta;
     c.pred_dims = dims;
@@ -1286,10 +1286,10 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     strong.interp.alpha = 2.0;
     strong.interp.beta = 4.0;
     CompressParams flip = cands[bi];
-    flip.interp.cubic = flip.interp.cubic ? kLinear : kCubicQuadraticEdges;
+    flip.interp.stencil = flip.interp.stencil ? kLinear : kCubicQuadraticEdges;
     bool have_flip = false;
     for (const auto& c : cands)
-      have_flip |= c.predictor == Predictor::interp && c.pred_dims == flip.pred_dims && c.interp.cubic == flip.interp.cubic;
+      have_flip |= c.predictor == Predictor::interp && c.pred_dims == flip.pred_dims && c.interp.stencil == flip.interp.stencil;
     const size_t i_rev = cands.size();
     cands.push_back(rev);
     const size_t i_strong = cands.size();
@@ -1316,7 +1316,7 @@ std::vector<uint8_t> compress_auto(const void* data, const std::vector<uint64_t>
     int improved = 0;
     if (score(i_rev) > base) { std::copy(rev.interp.order, rev.interp.order + 4, both.interp.order); ++improved; }
     if (score(i_strong) > base) { both.interp.alpha = strong.interp.alpha; both.interp.beta = strong.interp.beta; ++improved; }
-    if (score(i_flip) > base) { both.interp.cubic = flip.interp.cubic; ++improved; }
+    if (score(i_flip) > base) { both.interp.stencil = flip.interp.stencil; ++improved; }
     if (score(i_fill) > base) {
       both.interp.fill = kFillMasked;
       both.interp.fill_bits = fill_bits;

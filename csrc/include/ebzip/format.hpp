@@ -186,7 +186,7 @@ inline void write_header(std::vector<uint8_t>& out, const Header& h) {
   for (auto d : h.shape) s.uvar(d);
   for (int k = 0; k < h.pred.ndim; ++k) s.uvar(uint64_t(h.pred.n[k]));
   if (h.pipeline == Pipeline::interp) {
-    s.put<uint8_t>(h.interp.cubic);
+    s.put<uint8_t>(h.interp.stencil);
     uint8_t order = 0;
     for (int k = 0; k < 4; ++k) order |= uint8_t((h.interp.order[k] & 3) << (2 * k));
     s.put<uint8_t>(order);
@@ -225,7 +225,7 @@ inline void read_header_v2(ByteSource& src, Header& h, RawHeaderBytes& raw) {
   h.pred.ndim = raw.pred_ndim;
   for (int k = 0; k < raw.pred_ndim; ++k) h.pred.n[k] = int64_t(src.get<uint64_t>());
   if (h.version >= 2 && raw.pipeline == uint8_t(Pipeline::interp)) {
-    h.interp.cubic = src.get<uint8_t>() != 0;  // version 2 knew linear and cubic with linear edges
+    h.interp.stencil = src.get<uint8_t>() != 0;  // version 2 knew linear and cubic with linear edges
     for (int k = 0; k < 4; ++k) h.interp.order[k] = src.get<uint8_t>();
     src.take(3);
     h.interp.alpha = src.get<double>();
@@ -256,8 +256,8 @@ inline void read_header_v3(ByteSource& src, Header& h, RawHeaderBytes& raw) {
     h.pred.n[k] = d > (uint64_t(1) << 62) ? 0 : int64_t(d);  // 0 is refused below
   }
   if (raw.pipeline == uint8_t(Pipeline::interp)) {
-    h.interp.cubic = src.get<uint8_t>();
-    if (h.interp.cubic > 2) throw StreamError("corrupted ebzip header (interpolation stencil)");
+    h.interp.stencil = src.get<uint8_t>();
+    if (h.interp.stencil > 2) throw StreamError("corrupted ebzip header (interpolation stencil)");
     const uint8_t order = src.get<uint8_t>();
     for (int k = 0; k < 4; ++k) h.interp.order[k] = uint8_t((order >> (2 * k)) & 3);
     h.interp.alpha = src.get<double>();

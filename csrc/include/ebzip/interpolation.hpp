@@ -17,7 +17,7 @@
 
 namespace ebzip {
 
-// Stencils (InterpConfig::cubic): linear; cubic where 4 neighbours exist,
+// Stencils (InterpConfig::stencil): linear; cubic where 4 neighbours exist,
 // else linear (format version 2); cubic, else SZ3's quadratic through the 3
 // neighbours there are (version 3: +0.1-0.4 dB at equal bits on our CFD
 // fields, the same elsewhere).
@@ -31,7 +31,7 @@ enum InterpFill : uint8_t { kNoFill = 0, kFillMasked = 1 };
 constexpr uint16_t kFillSymbol = 1;  // with a fill value, quantized residuals keep |q| <= radius - 2
 
 struct InterpConfig {
-  uint8_t cubic = kCubicQuadraticEdges;   // an InterpStencil
+  uint8_t stencil = kCubicQuadraticEdges;  // an InterpStencil
   uint8_t order[4] = {0, 1, 2, 3};        // axis order within a level
   double alpha = 1.0, beta = 1.0;         // level bound: eb / min(alpha^(level-1), beta)
   uint8_t fill = kNoFill;                 // an InterpFill
@@ -198,7 +198,7 @@ EBZ_HD void interp_traverse(B* buf, const int64_t* ext, const InterpConfig& cfg,
   while (top * 2 < maxext) { top *= 2; ++levels; }
   buf[0] = B(visit(int64_t(0), 0.0, maxext > 1 ? levels + 1 : 1));
   if (maxext == 1) return;
-  const int stencil = cfg.cubic;
+  const int stencil = cfg.stencil;
   for (int64_t s = top; s >= 1; s /= 2, --levels) {
     for (int j = 0; j < 4; ++j) {
       const int d = cfg.order[j];
