@@ -71,14 +71,8 @@ State& thread_cached() {
   return state;
 }
 
-void put_varint(std::vector<uint8_t>& v, uint64_t u) {
-  while (u >= 0x80) {
-    v.push_back(uint8_t(u) | 0x80);
-    u >>= 7;
-  }
-  v.push_back(uint8_t(u));
-}
-
+// Not ByteSource::uvar: an outlier varint past 64 bits is read as the device
+// decoder reads it (codec_device.cu), so both backends take the same streams.
 uint64_t get_varint(ByteSource& src) {
   uint64_t u = 0;
   for (int shift = 0; shift < 64; shift += 7) {
@@ -342,7 +336,7 @@ void quantize_block(const typename T::storage* x, const PaddedGrid& pg, const Qu
     for (int64_t i = 0; i < len; ++i) {
       const int64_t r = int64_t(sr[i]) - int64_t(rows.earlier(sr + i));
       if (!cr[i]) {
-        put_varint(side.outliers, zigzag(r - r_prev));
+        ByteSink{side.outliers}.uvar(zigzag(r - r_prev));
         ++side.n_outliers;
       }
       r_prev = r;
