@@ -126,7 +126,8 @@ def _unpickle(data: bytes, origin) -> "Compressed":
     return c
 
 
-def _check_eb(eb, mode: str) -> float:
+def check_bound(eb, mode: str) -> float:
+    """eb as a float, checked for mode (TypeError / ValueError otherwise); also used by ebzip.h5."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}; got {mode!r}")
     if isinstance(eb, bool) or not isinstance(eb, (int, float, np.integer, np.floating)):
@@ -181,7 +182,7 @@ def compress(x, eb: float, mode: str = "abs", *, predictor: str = "auto", thread
     the bound in the array's own precision are stored exactly too.
     """
     mode_code = MODES.get(mode, -1)
-    eb = _check_eb(eb, mode)
+    eb = check_bound(eb, mode)
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {sorted(PREDICTORS)}; got {predictor!r}")
     nthreads = _threads(threads)

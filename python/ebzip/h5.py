@@ -117,19 +117,6 @@ def _words_f64(lo: int, hi: int) -> float:
     return struct.unpack("<d", struct.pack("<II", int(lo) & 0xFFFFFFFF, int(hi) & 0xFFFFFFFF))[0]
 
 
-def _check_bound(eb, mode: str) -> float:
-    if mode not in api.MODES:
-        raise ValueError(f"mode must be one of {sorted(api.MODES)}; got {mode!r}")
-    if isinstance(eb, bool) or not isinstance(eb, (int, float, np.integer, np.floating)):
-        raise TypeError(f"eb must be a real number; got {type(eb).__name__}")
-    eb = float(eb)
-    if not math.isfinite(eb) or eb < 0:
-        raise ValueError(f"eb must be finite and >= 0; got {eb!r}")
-    if mode == "psnr" and eb <= 0:
-        raise ValueError("a PSNR target must be > 0 dB")
-    return eb
-
-
 @dataclass(frozen=True)
 class FilterParams:
     """What the ebzip filter of a dataset says (decoded ``cd_values``)."""
@@ -186,9 +173,9 @@ class EBZip(h5py.filters.FilterRefBase):
     filter_id = FILTER_ID
 
     def __init__(self, eb: float = 1e-3, mode: str = "rel", eb_abs: float | None = None):
-        eb = _check_bound(eb, mode)
+        eb = api.check_bound(eb, mode)
         if eb_abs is not None:
-            eb_abs = _check_bound(eb_abs, "abs")
+            eb_abs = api.check_bound(eb_abs, "abs")
         self.params = FilterParams(mode, eb, eb_abs)
         self.filter_options = self.params.cd_values()
 
@@ -452,7 +439,7 @@ def resolve_params(mode: str, eb: float, vrange: float | None) -> FilterParams:
     dataset, as ``ebzip.compress`` would give the whole array); ``abs`` is
     itself; ``psnr`` is resolved per chunk (see :func:`encode_chunk`).
     """
-    eb = _check_bound(eb, mode)
+    eb = api.check_bound(eb, mode)
     if mode == "abs":
         return FilterParams("abs", eb, eb)
     if mode == "rel":

@@ -86,7 +86,7 @@ def parse_eb_for(items) -> list[tuple[str, float, str | None]]:
             eb = float(value)
         except ValueError:
             raise PatternError(f"--eb-for {item!r}: {value!r} is not a number") from None
-        h5._check_bound(eb, mode or "abs")
+        api.check_bound(eb, mode or "abs")
         out.append((pattern, eb, mode))
     return out
 
@@ -512,7 +512,7 @@ def compress_file(src_path: str, dst_path: str, eb: float, mode: str = "rel", *,
     Client to compress the chunks on. The output is written to a temporary
     file and renamed into place; the input is never touched.
     """
-    h5._check_bound(eb, mode)
+    api.check_bound(eb, mode)
     sel = Selection(eb, mode, tuple(include), tuple(exclude), parse_eb_for(eb_for))
     warn = warn or (lambda msg: None)
     if not os.path.isfile(src_path):
@@ -710,7 +710,7 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
         if not is_hdf5(p):
             raise ValueError(f"{p} is not an HDF5 file")
     if eb is not None:
-        h5._check_bound(eb, mode)
+        api.check_bound(eb, mode)
     out: list[VerifyReport] = []
     with h5py.File(orig_path, "r") as orig, h5py.File(comp_path, "r") as comp:
         items = list(walk_datasets(orig))
@@ -836,7 +836,7 @@ def estimate_file(src_path: str, eb: float, mode: str = "rel", *, include=(), ex
     In ``rel`` mode the range comes from the sample, which can only
     understate it: the estimate errs on the low side.
     """
-    h5._check_bound(eb, mode)
+    api.check_bound(eb, mode)
     if not 0 < sample <= 1:
         raise ValueError(f"sample must be a fraction in (0, 1]; got {sample}")
     sel = Selection(eb, mode, tuple(include), tuple(exclude), parse_eb_for(eb_for))
