@@ -352,6 +352,23 @@ def test_bad_bound_value(mode, eb):
         ebzip.compress(X, eb, mode)
 
 
+def test_bound_beyond_float_range_and_negative_zero():
+    with pytest.raises(ValueError, match="eb"):
+        ebzip.compress(X, 10**400)
+    c = ebzip.compress(X, -0.0)
+    assert c.eb_abs == 0 and math.copysign(1.0, c.eb_abs) == 1.0 and "-0" not in repr(c)
+
+
+@pytest.mark.parametrize("data", [None, "EBZP...", 123, [1, 2], 1.5])
+def test_inspect_and_compressed_of_non_buffers(data):
+    for call in (ebzip.inspect, ebzip.decompress, ebzip.Compressed):
+        if call is ebzip.Compressed and data is None:
+            continue  # (Compressed() is an empty stream buffer, filled by the codec)
+        with pytest.raises(TypeError, match="bytes") as e:
+            call(data)
+        assert "incompatible" not in str(e.value)
+
+
 def test_psnr_zero_target():
     with pytest.raises(ValueError, match="PSNR"):
         ebzip.compress(X, 0.0, "psnr")
@@ -406,6 +423,46 @@ def test_bad_threads(threads, restore_threads):
         ebzip.set_num_threads(threads)
 
 
+def test_huge_thread_counts_are_capped(restore_threads):
+    """A count OpenMP cannot create (it aborted the process) or pybind cannot pass (>= 2**31) is
+    taken as MAX_THREADS; the stream is the same as with 2 threads."""
+    x = walk((2**17,), "float64")
+    expected = {mode: bytes(ebzip.compress(x, eb, mode, threads=2)) for mode, eb in (("rel", 1e-3), ("psnr", 60.0))}
+    for threads in (100_000, 2**31, np.uint64(2**63)):
+        for mode, eb in (("rel", 1e-3), ("psnr", 60.0)):
+            c = ebzip.compress(x, eb, mode, threads=threads)
+            assert bytes(c) == expected[mode]
+        assert_within_bound(x, ebzip.decompress(c, threads=threads), c.eb_abs)
+    assert bytes(ebzip.compress(x, 1e-3, predictor="lorenzo", threads=100_000)) == bytes(
+        ebzip.compress(x, 1e-3, predictor="lorenzo", threads=2))
+    ebzip.set_num_threads(2**31)
+    assert ebzip.get_num_threads() == ebzip.api.MAX_THREADS
+    assert bytes(ebzip.compress(x, 1e-3, "rel")) == expected["rel"]
+
+
+@pytest.mark.parametrize("value,expected", [("3", 3), ("abc", None), ("4.0", None), ("-3", None), ("0", None),
+                                            ("", None), ("99999999", "max")])
+def test_thread_count_from_the_environment(value, expected):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('error', RuntimeWarning)\n"
+            "try:\n import ebzip\nexcept RuntimeWarning as w:\n print('warned', w)\n"
+            "import warnings; warnings.simplefilter('ignore'); import ebzip, os\n"
+            "print(ebzip.get_num_threads(), os.cpu_count(), ebzip.api.MAX_THREADS)")
+    env = dict(os.environ, EBZIP_NUM_THREADS=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got, cpus, cap = map(int, out.stdout.split()[-3:])
+    warned = "warned" in out.stdout and "EBZIP_NUM_THREADS" in out.stdout
+    if expected is None:
+        assert got == min(cpus, cap)
+        assert warned == (value != "")
+    else:
+        assert got == (cap if expected == "max" else expected) and not warned
+
+
 @pytest.mark.parametrize("block", [0, -5, 2**28 + 1, 2**32 + 1, 1.5])
 def test_bad_block_elems(block):
     with pytest.raises(ValueError, match="block_elems"):
@@ -448,6 +505,30 @@ def test_out_torch_wrong_shape_or_dtype():
                 torch.empty(7, 6).t()):
         with pytest.raises(ValueError, match="out"):
             ebzip.decompress(c, out=out)
+
+
+def test_bfloat16_bit_patterns_in_either_byte_order():
+    bits = np.array([0x3F80, 0x4000, 0xC040, 0x7FC0], dtype=np.uint16)  # 1, 2, -3, NaN
+    expected = bytes(ebzip.compress(bits, 1e-2, dtype="bfloat16"))
+    for arr in (bits.astype(">u2"), bits.view(np.int16).astype(">i2"), bits.view(np.int16)):
+        assert bytes(ebzip.compress(arr, 1e-2, dtype="bfloat16")) == expected, arr.dtype
+
+
+def test_torch_argument_errors():
+    torch = pytest.importorskip("torch")
+    t = torch.linspace(0, 1, 50)
+    with pytest.raises(TypeError, match="dtype"):
+        ebzip.compress(t, 0.1, dtype="bfloat16")  # a float32 tensor declared as bfloat16
+    assert ebzip.compress(t, 0.1, dtype="float32").dtype_name == "float32"
+    with pytest.raises(TypeError, match="dense"):
+        ebzip.compress(t.to_sparse(), 0.1)
+    c = ebzip.compress(t, 0.1)
+    with pytest.raises(ValueError, match="grad"):
+        ebzip.decompress(c, out=torch.empty(50, requires_grad=True))
+    if not torch.cuda.is_available():
+        for device in ("cuda", "cuda:3"):
+            with pytest.raises(ValueError, match="no such CUDA device"):
+                ebzip.decompress(c, device=device)
 
 
 def test_stream_error_is_value_error():

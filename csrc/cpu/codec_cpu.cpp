@@ -1432,7 +1432,9 @@ Range finite_range(const void* data, uint64_t n, DType dtype, int threads) {
     uint64_t count = 0;
     // Branch-free and "omp simd", so that the min/max reductions vectorize
     // (this pass was 7% of "auto"'s time).
-#pragma omp parallel for simd num_threads(n < (1u << 16) ? 1 : std::max(1, threads)) reduction(min : lo) \
+    // One thread per 2^16 elements at most (also caps an absurd `threads`).
+    const int team = int(std::clamp<int64_t>(int64_t(n >> 16), 1, std::max(1, threads)));
+#pragma omp parallel for simd num_threads(team) reduction(min : lo) \
     reduction(max : hi) reduction(+ : count)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       const double v = T::to_double(x[i]);
@@ -1459,7 +1461,8 @@ ErrorStats error_stats(const void* a, const void* b, uint64_t n, DType dtype, do
     constexpr int64_t kPiece = 1 << 16;
     const int64_t pieces = int64_t((n + kPiece - 1) / kPiece);
     std::vector<ErrorStats> part(static_cast<size_t>(pieces), ErrorStats{0, 0, 0, 0});
-#pragma omp parallel for num_threads(pieces < 2 ? 1 : std::max(1, threads)) schedule(static)
+    const int team = int(std::clamp<int64_t>(pieces, 1, std::max(1, threads)));
+#pragma omp parallel for num_threads(team) schedule(static)
     for (int64_t pc = 0; pc < pieces; ++pc) {
       ErrorStats& ps = part[size_t(pc)];
       const int64_t end = std::min<int64_t>(int64_t(n), (pc + 1) * kPiece);

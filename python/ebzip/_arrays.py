@@ -68,6 +68,8 @@ def to_numpy(x, dtype: str | None = None) -> tuple[np.ndarray, str, Origin]:
     if _is_torch_tensor(x):
         torch = _torch()
         t = x.detach()
+        if t.layout != torch.strided:
+            raise TypeError(f"ebzip compresses dense tensors; got layout {t.layout} (call .to_dense() first)")
         origin = Origin("torch", str(t.device))
         if t.device.type != "cpu":
             # What the CUDA driver does not run (ebzip/_device.py decides)
@@ -78,6 +80,8 @@ def to_numpy(x, dtype: str | None = None) -> tuple[np.ndarray, str, Origin]:
         if t.dtype not in names:
             raise TypeError(f"ebzip compresses floating-point tensors; got {t.dtype}")
         name = names[t.dtype]
+        if dtype is not None and dtype != name:
+            raise TypeError(f"tensor dtype {t.dtype} does not match dtype={dtype!r}")
         t = t.contiguous()
         if name == "bfloat16":
             return t.view(torch.int16).numpy().view(np.uint16), name, origin
@@ -96,7 +100,7 @@ def to_numpy(x, dtype: str | None = None) -> tuple[np.ndarray, str, Origin]:
         if dtype not in DTYPE_CODES:
             raise ValueError(f"dtype must be one of {sorted(DTYPE_CODES)}; got {dtype!r}")
         if dtype == "bfloat16" and arr.dtype.kind in "iu" and arr.dtype.itemsize == 2:
-            arr = arr.view(np.uint16)
+            arr = _native_order(arr).view(np.uint16)  # (the bit patterns are read in the array's byte order)
         elif _numpy_dtype_name(arr.dtype) != dtype:
             raise TypeError(f"array dtype {arr.dtype} does not match dtype={dtype!r}")
         name = dtype
@@ -104,11 +108,14 @@ def to_numpy(x, dtype: str | None = None) -> tuple[np.ndarray, str, Origin]:
         name = _numpy_dtype_name(arr.dtype)
         if name == "bfloat16":
             arr = arr.view(np.uint16)
-    if not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = _native_order(arr)
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
         arr = arr.copy(order="C")
     return arr, name, NUMPY
+
+
+def _native_order(arr: np.ndarray) -> np.ndarray:
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def storage_dtype(name: str) -> np.dtype:
@@ -173,6 +180,8 @@ def prepare_out(out, shape, name: str):
             raise ValueError(f"out has shape {tuple(out.shape)} / {out.dtype}; the stream holds {shape} / {name}")
         if not out.is_contiguous():
             raise ValueError("out must be contiguous")
+        if out.requires_grad:
+            raise ValueError("out must not require grad (decompress into out.detach(), which shares its memory)")
         view = out.view(torch.int16).numpy().view(np.uint16) if name == "bfloat16" else out.numpy()
         return out, view
     if not isinstance(out, np.ndarray):
@@ -199,6 +208,21 @@ def on_device(origin: Origin, device) -> Origin:
     if origin.kind == "cupy":
         return Origin("cupy", dev)
     return Origin("torch", dev)
+
+
+def check_reachable(origin: Origin) -> None:
+    """A clear ValueError where the result cannot be put on origin's CUDA device (no torch GPU)."""
+    if origin.kind != "torch" or not origin.device.startswith("cuda"):
+        return
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"device={origin.device!r} returns a torch tensor, and torch is not installed") from None
+    index = int(origin.device.split(":")[1])
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        raise ValueError(f"the result would go to {origin.device}, and torch sees no such CUDA device "
+                         f"({torch.cuda.device_count() if torch.cuda.is_available() else 0} available); "
+                         "device='cpu' decodes to host memory")
 
 
 def origin_of(like) -> Origin:

@@ -20,29 +20,48 @@ MODE_NAMES = {v: k for k, v in MODES.items()}
 PIPELINES = {0: "exact", 1: "lorenzo", 2: "interp"}
 PREDICTORS = {"auto": 0, "lorenzo": 1, "interp": 2}
 
+# Thread counts above this are taken as this: more never helps, and OpenMP cannot create tens of
+# thousands of threads (it aborts the process).
+MAX_THREADS = 1024
+
+
+def _env_threads() -> int:
+    """EBZIP_NUM_THREADS if it is a positive integer (a warning and the CPU count otherwise)."""
+    value = os.environ.get("EBZIP_NUM_THREADS", "").strip()
+    if value:
+        if value.isdigit() and int(value) > 0:
+            return min(int(value), MAX_THREADS)
+        import warnings
+
+        warnings.warn(f"EBZIP_NUM_THREADS={value!r} is not a positive integer; ignored", RuntimeWarning, stacklevel=2)
+    return min(os.cpu_count() or 1, MAX_THREADS)
+
+
 _thread_lock = threading.Lock()
-_num_threads = int(os.environ.get("EBZIP_NUM_THREADS", "0")) or (os.cpu_count() or 1)
+_num_threads = _env_threads()
 
 
 def set_num_threads(n: int) -> None:
-    """Default number of threads for compress/decompress (the stream does not depend on it)."""
+    """Default number of threads for compress/decompress (the stream does not depend on it).
+
+    Counts above :data:`MAX_THREADS` are taken as ``MAX_THREADS``.
+    """
     global _num_threads
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"number of threads must be a positive integer; got {n!r}")
+    n = _threads(n, "number of threads")
     with _thread_lock:
-        _num_threads = int(n)
+        _num_threads = n
 
 
 def get_num_threads() -> int:
     return _num_threads
 
 
-def _threads(threads) -> int:
+def _threads(threads, what: str = "threads") -> int:
     if threads is None:
         return _num_threads
     if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive integer; got {threads!r}")
-    return int(threads)
+        raise ValueError(f"{what} must be a positive integer; got {threads!r}")
+    return min(int(threads), MAX_THREADS)
 
 
 class Compressed(_core.StreamBuffer):
@@ -55,8 +74,13 @@ class Compressed(_core.StreamBuffer):
     def __init__(self, data=None):
         if data is None:
             super().__init__()
+        elif isinstance(data, str):
+            raise TypeError("Compressed expects the stream's bytes, not a str")
         else:
-            super().__init__(data)
+            try:
+                super().__init__(data)
+            except TypeError:
+                raise TypeError(f"Compressed expects a bytes-like stream; got {type(data).__name__}") from None
         self._origin = _arrays.NUMPY
         self._info = None
 
@@ -132,7 +156,10 @@ def check_bound(eb, mode: str) -> float:
         raise ValueError(f"mode must be one of {sorted(MODES)}; got {mode!r}")
     if isinstance(eb, bool) or not isinstance(eb, (int, float, np.integer, np.floating)):
         raise TypeError(f"eb must be a real number; got {type(eb).__name__}")
-    eb = float(eb)
+    try:
+        eb = float(eb) + 0.0  # (+ 0.0: a bound of -0.0 is stored as 0)
+    except OverflowError:  # an int beyond float range
+        eb = math.inf
     if not math.isfinite(eb) or eb < 0:
         raise ValueError(f"eb must be finite and >= 0; got {eb!r}")
     if mode == "psnr" and eb <= 0:
@@ -250,18 +277,13 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
     ``enhance=False``; ``out``, ``like`` and ``device`` are refused there.
     """
     nthreads = _threads(threads)
-    if isinstance(data, str):
-        raise TypeError("decompress expects the compressed bytes, not a str")
     if _is_enhanced(data):
         if out is not None or like is not None or device is not None:
             raise ValueError("out=, like= and device= are not supported for enhancer containers: they decode to "
                              "numpy arrays (ebzip.enhance.decompress(..., device=) picks the networks' device)")
         from . import enhance as _enhance
         return _enhance.decompress(data, enhance=enhance, threads=nthreads)
-    try:
-        info = data.info if isinstance(data, Compressed) else _core.inspect(data)
-    except TypeError:
-        raise TypeError(f"decompress expects a Compressed object or a bytes-like stream; got {type(data).__name__}")
+    info = data.info if isinstance(data, Compressed) else _inspect_header(data, "decompress")
     name = _arrays.DTYPE_NAMES[info["dtype"]]
     shape = tuple(info["shape"])
     if out is not None:
@@ -271,6 +293,7 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
     origin = _arrays.origin_of(like) if like is not None else getattr(data, "_origin", _arrays.NUMPY)
     if device is not None:
         origin = _arrays.on_device(origin, device)
+    _arrays.check_reachable(origin)
     if origin.device.startswith("cuda"):
         result = _device.try_decompress_into_new(data, shape, name, origin)
         if result is not None:
@@ -294,9 +317,19 @@ def _is_enhanced(data) -> bool:
         return isinstance(data, Enhanced)
 
 
+def _inspect_header(data, caller: str) -> dict:
+    """The stream's header fields (_core.inspect), with a clear TypeError for what is not a buffer."""
+    if isinstance(data, str):
+        raise TypeError(f"{caller} expects the compressed bytes, not a str")
+    try:
+        return _core.inspect(data)
+    except TypeError:
+        raise TypeError(f"{caller} expects a Compressed object or a bytes-like stream; got {type(data).__name__}") from None
+
+
 def inspect(data) -> dict:
     """The header of a stream as a dict (shape, dtype, mode, bounds, ...), checked but not decoded."""
-    info = dict(_core.inspect(data))
+    info = dict(data.info if isinstance(data, Compressed) else _inspect_header(data, "inspect"))
     info["dtype"] = _arrays.DTYPE_NAMES[info["dtype"]]
     info["mode"] = MODE_NAMES[info["mode"]]
     info["pipeline"] = PIPELINES[info["pipeline"]]

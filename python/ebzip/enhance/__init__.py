@@ -262,6 +262,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
         raise ValueError(f"conv_dims must be 2, 3 or None; got {conv_dims!r}")
     if not (isinstance(size_budget, (int, float)) and size_budget > 0):
         raise ValueError(f"size_budget must be > 0; got {size_budget!r}")
+    threads = None if threads is None else api._threads(threads)
     names = list(fields)
     arrays = [_as_field(fields[n], n) for n in names]
     if cross_field and len(arrays) > 1 and len({a.shape for a in arrays}) != 1:
@@ -428,6 +429,7 @@ def decompress(data, *, enhance: bool = True, threads: int | None = 2, device: s
     """
     if isinstance(data, Enhanced):
         data = bytes(data)
+    threads = None if threads is None else api._threads(threads)
     meta, out = _decode(data, enhance=enhance, threads=threads, device=device, with_meta=True)
     return next(iter(out.values())) if meta.get("single") else out
 
