@@ -338,6 +338,156 @@ def test_relu_zeros_and_signs_exact(mode, eb):
         assert torch.equal(restored[orig == 0], torch.zeros_like(restored[orig == 0]))
 
 
+class _Saves(torch.autograd.Function):
+    """Saves its input for backward, and hands what backward got to `seen`."""
+
+    seen = []
+
+    @staticmethod
+    def forward(ctx, a, w):
+        ctx.save_for_backward(a)
+        return (a * w).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        _Saves.seen.append(a.detach().clone())
+        return None, g * a.sum()
+
+
+def restored_by_hooks(t, **kwargs):
+    """What backward sees of the saved tensor t under ActivationCompressor(**kwargs); and the compressor."""
+    _Saves.seen.clear()
+    ac = ActivationCompressor(kwargs.pop("model", None), **kwargs)
+    w = torch.ones((), dtype=t.dtype, requires_grad=True)
+    with ac:
+        y = _Saves.apply(t, w)
+    y.backward()
+    return _Saves.seen[0], ac
+
+
+@pytest.mark.parametrize("predictor", ["lorenzo", "interp", "auto"])
+def test_signs_and_bound_kept_with_any_predictor(predictor):
+    """keep_sign relies on Lorenzo's zeros; with predictor="interp" it had errors of 1.5 eb and flipped signs."""
+    x = torch.relu(torch.randn(64, 64, 16).cumsum(-1))  # nonnegative, many exact zeros
+    y, ac = restored_by_hooks(x, eb=1e-2, predictor=predictor)
+    eb = ac.stats()["layers"]["<no module>"]["eb_abs"]
+    assert float((y - x).abs().max()) <= eb * (1 + 1e-6)
+    assert torch.equal(y == 0, x == 0) and bool((y[x > 0] > 0).all())
+
+
+@pytest.mark.parametrize("keep_sign", [True, False])
+def test_non_finite_activations(keep_sign):
+    """NaN/Inf come back exactly and do not make the rel bound NaN (was: ValueError, eb nan)."""
+    x = torch.randn(64, 256).cumsum(-1)
+    x[3, 5], x[7, 9], x[8, 1] = float("nan"), float("inf"), -float("inf")
+    y, ac = restored_by_hooks(x, eb=1e-2, keep_sign=keep_sign)
+    finite = torch.isfinite(x)
+    eb = 1e-2 * float(x[finite].max() - x[finite].min())
+    assert ac.stats()["layers"]["<no module>"]["eb_abs"] == pytest.approx(eb)
+    assert float((y[finite] - x[finite]).abs().max()) <= eb * (1 + 1e-6)
+    assert torch.equal(y[~finite].isnan(), x[~finite].isnan()) and torch.equal(y[x.isinf()], x[x.isinf()])
+
+
+def test_float64_with_keep_sign_keeps_float64_precision():
+    """The sign offset was added in float32: errors 300x a bound of 1e-7."""
+    x = torch.relu(torch.randn(128, 256, dtype=torch.float64).cumsum(-1) * 100)  # nonnegative: offset applies
+    for kw in ({"eb": 1e-7, "eb_mode": "abs"}, {"eb": 1e-6}):
+        y, ac = restored_by_hooks(x, **kw)
+        assert y.dtype == torch.float64
+        assert float((y - x).abs().max()) <= ac.stats()["layers"]["<no module>"]["eb_abs"] * (1 + 1e-9)
+
+
+def test_rel_bound_is_relative_to_each_view():
+    """Views covering half a storage (a GLU's h.chunk(2)) are stored once as the storage; the rel bound
+    must still follow each view's own range (it followed the storage's: 50x too loose here)."""
+    h = torch.cat([100 * torch.randn(512, 64), torch.randn(512, 64)], dim=1)
+    a, b = h.chunk(2, dim=-1)
+    for t in (b, a, b.clone()):
+        y, _ = restored_by_hooks(t, eb=1e-2, keep_sign=False)
+        assert float((y - t).abs().max()) <= 1e-2 * float(t.max() - t.min()) * (1 + 1e-6)
+    # both views saved in one forward: one stored region, at the tighter bound
+    ac = ActivationCompressor(keep_sign=False, eb=1e-2)
+    pairs = recording(ac)
+    w = torch.ones((), requires_grad=True)
+    with ac:
+        out = _Saves.apply(a, w) + _Saves.apply(b, w)
+    out.backward()
+    assert ac.stats()["layers"]["<no module>"]["saved"] == 1
+    for orig, restored, _ in pairs:
+        assert float((restored - orig).abs().max()) <= 1e-2 * float(orig.max() - orig.min()) * (1 + 1e-6)
+
+
+def test_sign_sensitive_saver_after_a_plain_one_gets_exact_signs():
+    """h saved by a multiplication first (no sign offset), then by a LeakyReLU: its slope mask was wrong."""
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = nn.Parameter(torch.ones(1))
+
+        def forward(self, h):
+            return h * self.s  # saves h
+
+    class Net(nn.Module):
+        def __init__(self, scale_first):
+            super().__init__()
+            self.l1, self.sc, self.act, self.l2 = nn.Linear(32, 256), Scale(), nn.LeakyReLU(0.01), nn.Linear(256, 1)
+            self.scale_first = scale_first
+
+        def forward(self, x):
+            h = self.l1(x)
+            h.register_hook(grads.append)
+            if self.scale_first:
+                a = self.sc(h)
+                b = self.act(h)
+            else:
+                b = self.act(h)
+                a = self.sc(h)
+            return self.l2(b).sum() + a.sum()
+
+    x = torch.randn(512, 32)
+    for scale_first in (False, True):
+        net = Net(scale_first)
+        grads = []
+        net(x).backward()
+        ac = ActivationCompressor(net, eb=5e-2)
+        with ac:
+            out = net(x)
+        out.backward()
+        exact, got = grads
+        assert float((got - exact).abs().max()) <= 1e-4 * float(exact.abs().max()), scale_first
+
+
+def test_sparse_and_empty_saved_tensors_are_kept():
+    m = nn.Linear(16, 4)
+    adj = torch.eye(300).to_sparse()
+    x = torch.randn(300, 16, requires_grad=True)
+    ref = grads_of(m, lambda: m(torch.sparse.mm(adj, x)).square().sum())
+    ac = ActivationCompressor(m, eb=1e-3)
+    got = grads_of(m, lambda: m(torch.sparse.mm(adj, x)).square().sum(), ac)
+    for k in ref:
+        assert rel_err(got[k], ref[k]) < 1e-2
+    for shape in [(0, 8, 4), (4, 8, 0), (0,)]:
+        for keep_sign in (True, False):
+            e = torch.randn(shape)
+            y, ac = restored_by_hooks(e, eb=1e-2, min_bytes=0, keep_sign=keep_sign)
+            assert y.shape == e.shape and ac.stats()["layers"]["<no module>"]["kept_raw"] == {"empty": 1}
+
+
+def test_adaptive_with_two_forwards_per_backward():
+    """A siamese step (two forwards, one backward) never got its bounds estimated."""
+    for two in (False, True):
+        net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+        wrapped = CompressedActivations(net, mode="adaptive", tolerance=0.1, update_every=2)
+        for _ in range(6):
+            x1, x2 = torch.randn(128, 64), torch.randn(128, 64)
+            loss = wrapped(x1).square().mean() + (wrapped(x2).square().mean() if two else 0)
+            net.zero_grad()
+            loss.backward()
+        assert wrapped.compressor.estimates >= 2, two
+        assert set(wrapped.compressor.layer_eb) == {"0", "2"}
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_16_bit(dtype):
     m = cnn()

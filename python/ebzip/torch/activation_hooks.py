@@ -104,6 +104,22 @@ class _Packed:
         self.shape, self.stride, self.offset = shape, stride, offset
 
 
+def _finite_range(t: torch.Tensor) -> tuple[float, float]:
+    """(min, max) over the finite values of t ((0, 0) if none): NaN/Inf are stored exactly
+    and must not turn the bound into NaN/Inf."""
+    if t.numel() == 0:
+        return 0.0, 0.0
+    lo, hi = torch.aminmax(t)
+    lo, hi = float(lo), float(hi)
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lo, hi
+    finite = t[torch.isfinite(t)]
+    if finite.numel() == 0:
+        return 0.0, 0.0
+    lo, hi = torch.aminmax(finite)
+    return float(lo), float(hi)
+
+
 def _parameter_form(t: torch.Tensor, parameters) -> bool:
     """True when t is a parameter, or a cast/transpose/view of one (autocast's weight copies)."""
     node = t.grad_fn
@@ -155,12 +171,13 @@ class ActivationCompressor:
         exclude: module names (a name also excludes its children), module types, or
             both; tensors saved while such a module runs are kept raw.
         predictor: ebzip predictor. ``"lorenzo"`` (default) reconstructs 0 as exactly 0
-            (ReLU zeros stay zeros) and is the fastest on activations.
+            (ReLU zeros stay zeros) and is the fastest on activations. Tensors whose signs
+            are kept (``keep_sign``) always take Lorenzo, which that needs.
         threads: ebzip threads per call (default 1: calls are small and many).
         keep_sign: sign-preserving quantization (default) for nonnegative tensors (ReLU
             outputs) and what sign-sensitive modules (ReLU, LeakyReLU, ...) save: every
-            value comes back with its sign, so ReLU masks are exact. Zeros come back as
-            exact zeros in any case (Lorenzo pre-quantization).
+            value comes back with its sign, so ReLU masks are exact. With Lorenzo, zeros
+            come back as exact zeros in any case (its pre-quantization).
     """
 
     def __init__(self, model: torch.nn.Module | None = None, *, mode: str = "fixed", eb: float = 1e-2,
@@ -210,6 +227,7 @@ class ActivationCompressor:
 
         # adaptive state
         self._collecting = False
+        self._next_collection = 0  # iteration at which the next collection may start
         self._grad_sq: dict[str, float] = {}  # weight layer -> sum over calls of ||grad_output||^2
         self._wgrad_norm: dict[str, float] = {}  # weight layer -> ||dL/dW||
         self._sigma_min: dict[str, float] = {}  # batch norm -> smallest per-channel standard deviation
@@ -301,10 +319,15 @@ class ActivationCompressor:
         self._refresh_parameters()
         if self.mode != "adaptive":
             return
-        if self._collecting:  # the previous iteration collected: derive the bounds from it
+        # Collecting runs from a forward until a backward has brought the weight gradients:
+        # usually the next iteration, later when several forwards share one backward
+        # (siamese models, two `with` blocks per step); those forwards are collected too.
+        if self._collecting and self._wgrad_norm:
             self._derive_bounds()
-        self._collecting = self.iteration % self.update_every == 0
-        if self._collecting:
+            self._collecting = False
+        if not self._collecting and self.iteration >= self._next_collection:
+            self._collecting = True
+            self._next_collection = self.iteration + self.update_every
             self._grad_sq, self._wgrad_norm, self._slot_savers, self._sigma_min = {}, {}, {}, {}
 
     def _derive_bounds(self):
@@ -397,6 +420,8 @@ class ActivationCompressor:
     def _keep_raw_reason(self, t: torch.Tensor) -> str | None:
         if not t.is_floating_point():
             return "not float"
+        if t.numel() == 0:
+            return "empty"
         if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             return "dtype"
         if t.numel() * t.element_size() < self.min_bytes:
@@ -418,19 +443,31 @@ class ActivationCompressor:
         # as disabled inside the op that saves it): recognise it by shape.
         return t.dtype in _HALF_TYPES and tuple(t.shape) in self._frozen_shapes
 
-    def _bound_for(self, slot: int, layer: str):
-        """(eb, mode) for a tensor first saved as the slot-th distinct tensor of this forward by `layer`."""
+    def _fixed_bound(self, t: torch.Tensor) -> float:
+        """The fixed bound, absolute: "rel" is a fraction of the range of t itself (a view's own
+        values, not its storage's), over its finite values."""
+        if self.eb_mode == "abs":
+            return self.eb
+        lo, hi = _finite_range(t.detach())
+        return self.eb * (hi - lo)
+
+    def _bound_for(self, slot: int, layer: str, t: torch.Tensor) -> float:
+        """Absolute bound for t, first saved as the slot-th distinct tensor of this forward by `layer`."""
         if self.mode == "fixed" or self._fallback_eb is None:  # (adaptive: before the first estimate)
-            return self.eb, self.eb_mode
+            return self._fixed_bound(t)
         if slot in self._slot_eb:
-            return self._slot_eb[slot], "abs"
-        return self.layer_eb.get(layer, self._fallback_eb), "abs"
+            return self._slot_eb[slot]
+        return self.layer_eb.get(layer, self._fallback_eb)
 
     def _pack(self, t: torch.Tensor):
+        layer = self._stack[-1] if self._stack else NO_MODULE
+        if t.layout != torch.strided:  # sparse (torch.sparse.mm), nested, ...: no storage to key or compress
+            stats = self.layers.setdefault(layer, LayerStats())
+            stats.kept_raw["not strided"] = stats.kept_raw.get("not strided", 0) + 1
+            return t
         if self._is_parameter(t):
             self.parameters_seen += 1
             return t  # the model holds it anyway
-        layer = self._stack[-1] if self._stack else NO_MODULE
         item = t.element_size()
         storage = t.untyped_storage()
         storage_nbytes = storage.nbytes()
@@ -448,8 +485,8 @@ class ActivationCompressor:
         stored = self._lookup(key)
         if stored is None:
             stored = self._store(t, key, storage, whole, storage_nbytes, reason, layer)
-        elif stored.stream is not None and self.mode == "adaptive":
-            self._tighten(stored, t, whole, storage_nbytes, layer)
+        elif stored.stream is not None:
+            self._meet(stored, t, whole, storage_nbytes, layer)
         if self._collecting:
             self._slot_savers.setdefault(stored.slot, set()).add(layer)
         if stored.stream is None:
@@ -476,8 +513,11 @@ class ActivationCompressor:
             return t
         return t.as_strided((storage_nbytes // item,), (1,), 0)
 
-    def _compress(self, stored, t, whole, storage_nbytes, eb, eb_mode, stats: LayerStats):
-        """Compress t's region into stored (stream, bound, shift, dtype)."""
+    def _compress(self, stored, t, whole, storage_nbytes, eb, stats: LayerStats, sign: bool = False):
+        """Compress t's region at absolute bound eb into stored (stream, bound, shift, dtype).
+
+        sign: keep signs exactly even if neither t's region nor its first saver asks for it
+        (a sign-sensitive module saved it later)."""
         start = time.perf_counter()
         x = self._source(t, whole, storage_nbytes).detach()
         if x.dim() > 2:
@@ -487,24 +527,24 @@ class ActivationCompressor:
             # 15 -> 23 on MNIST, rel 3e-2; docs/activation-compression.md).
             x = x.reshape(-1, x.shape[-1])
         shift = 0.0
-        if self.keep_sign:
+        predictor = self.predictor
+        if self.keep_sign and 0 < eb < math.inf:
             # Sign-preserving quantization: move every nonzero value 1.5 eb away from 0,
-            # so that the quantizer (q = round(x / 2eb)) cannot send it to 0 or across;
-            # undone after decompression. Zeros stay exactly 0, and a ReLU's backward
-            # (which tests output > 0) sees exactly the mask it would have seen raw.
-            # float32 arithmetic, so that 16-bit rounding cannot undo the offset.
-            wide = x.float()
-            lo, hi = torch.aminmax(wide)
-            lo, hi = float(lo), float(hi)
-            if eb_mode == "rel":
-                eb, eb_mode = eb * (hi - lo), "abs"
+            # so that the quantizer cannot send it to 0 or across; undone after
+            # decompression. Lorenzo's pre-quantization (q = round(x / 2eb), value 2eb q)
+            # keeps zeros exactly 0 and a shifted value at >= 2eb from 0, so after the
+            # undo every sign is exact: a ReLU's backward (which tests output > 0) sees the
+            # mask it would have seen raw. So such tensors always take Lorenzo
+            # (interpolation neither keeps zeros nor the side of 0). float32 arithmetic for
+            # 16-bit types, so that their rounding cannot undo the offset; float64 as is.
+            wide = x.float() if x.dtype in _HALF_TYPES else x
             # Only where a sign is tested: nonnegative tensors (ReLU outputs) and what
             # sign-sensitive modules save; elsewhere the offset only costs ratio.
-            needs_sign = lo >= 0 or stored.layer in self._sign_sensitive
-            if needs_sign and math.isfinite(lo) and math.isfinite(hi) and 0 < eb < math.inf:
+            if sign or stored.layer in self._sign_sensitive or _finite_range(wide)[0] >= 0:
                 shift = 1.5 * eb
                 x = wide + torch.sign(wide) * shift
-        stream = ebzip.compress(x, eb, eb_mode, predictor=self.predictor, threads=self.threads)
+                predictor = "lorenzo"
+        stream = ebzip.compress(x, eb, "abs", predictor=predictor, threads=self.threads)
         stats.compress_s += time.perf_counter() - start
         stats.compressed += 1
         stats.eb_abs = stream.eb_abs
@@ -521,8 +561,7 @@ class ActivationCompressor:
             stats.kept_raw[reason] = stats.kept_raw.get(reason, 0) + 1
         else:
             stored = _Stored(None, raw_nbytes, raw_nbytes, 0.0, layer, slot)
-            eb, eb_mode = self._bound_for(slot, layer)
-            self._compress(stored, t, whole, storage_nbytes, eb, eb_mode, stats)
+            self._compress(stored, t, whole, storage_nbytes, self._bound_for(slot, layer, t), stats)
         stats.saved += 1
         stats.raw_bytes += raw_nbytes
         stats.stored_bytes += stored.bytes[0]
@@ -531,14 +570,24 @@ class ActivationCompressor:
         self._live[key] = (StorageWeakRef(storage), weakref.ref(stored))
         return stored
 
-    def _tighten(self, stored, t, whole, storage_nbytes, layer):
-        """A weight layer saves a tensor already stored at a looser bound than it needs: recompress."""
-        need = self.layer_eb.get(layer)
-        if need is None or need >= stored.eb_abs:
+    def _meet(self, stored, t, whole, storage_nbytes, layer):
+        """Another saver (or a view) of a stored tensor needs more than it was stored with: recompress.
+
+        A tighter bound: an adaptive weight layer's, or in "rel" a view with a smaller range
+        than the one first saved (both halves of h.chunk(2) are one stored region). Exact
+        signs: a sign-sensitive module saves what another module stored without them.
+        """
+        if self.mode == "adaptive" and self._fallback_eb is not None:
+            need = self.layer_eb.get(layer, math.inf)
+        else:
+            need = self._fixed_bound(t)
+        need_sign = self.keep_sign and layer in self._sign_sensitive and not stored.shift and stored.eb_abs > 0
+        if need >= stored.eb_abs and not need_sign:
             return
         stats = self.layers.setdefault(stored.layer, LayerStats())
         before = stored.bytes[0]
-        self._compress(stored, t, whole, storage_nbytes, need, "abs", stats)
+        self._compress(stored, t, whole, storage_nbytes, min(need, stored.eb_abs), stats,
+                       sign=need_sign or bool(stored.shift))
         stats.stored_bytes += stored.bytes[0] - before
         self._account(stored.bytes[0] - before, 0)
         self.recompressed += 1
@@ -638,8 +687,9 @@ class CompressedActivations(torch.nn.Module):
 
     ``CompressedActivations(model, mode="adaptive", tolerance=0.01)``; keyword
     arguments go to :class:`ActivationCompressor`, available as ``.compressor``
-    (``.compressor.summary()``). In eval mode or under ``torch.no_grad()`` nothing
-    is saved, so nothing is compressed.
+    (``.compressor.summary()``). Under ``torch.no_grad()`` (inference) nothing is
+    saved, so nothing is compressed and no iteration is counted; eval mode alone does
+    not stop autograd from saving (e.g. for input gradients), so it is compressed.
     """
 
     def __init__(self, module: torch.nn.Module, **kwargs):
