@@ -275,6 +275,40 @@ def test_spill_save_reload_roundtrip(digits, tmp_path):
     assert sorted(p.name for p in saved.iterdir()) == before
 
 
+def test_rebuild_keeps_a_cache_saved_into_the_spill_dir(digits, tmp_path):
+    """save(spill_dir) then a rebuild: the rebuild spills to fresh names, never over the saved cache's files."""
+    x, y = digits
+    stages = make_stages()
+    cache = FeatureCache(memory_budget=0, spill_dir=tmp_path, chunk_size=200)
+    cache.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    cache.save(tmp_path)
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    maps = [FeatureCache.load(tmp_path).chunk_features(i) for i in range(3)]
+    cache.build(prefix_of(stages, 2), x, y, n_frozen=2)  # the rewrite at the next freeze point
+    assert cache.spilled_chunks == 3
+    assert_within(cache.chunk_features(0), reference(prefix_of(stages, 2), x[:200]), cache.eb_abs)
+    assert all((tmp_path / name).read_bytes() == data for name, data in saved.items())
+    reloaded = FeatureCache.load(tmp_path)
+    assert all(torch.equal(reloaded.chunk_features(i), maps[i]) for i in range(3))
+    # a third build drops the second build's files, still not the saved ones; close() keeps them too
+    cache.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    cache.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(saved)
+    assert torch.equal(FeatureCache.load(tmp_path).chunk_features(2), maps[2])
+    # a new cache spilling into a directory that holds a saved cache leaves it alone as well
+    with FeatureCache(memory_budget=0, spill_dir=tmp_path, chunk_size=300) as other:
+        other.build(prefix_of(stages, 2), x, y, n_frozen=2)
+        assert_within(other.chunk_features(1), reference(prefix_of(stages, 2), x[300:]), other.eb_abs)
+    assert torch.equal(FeatureCache.load(tmp_path).chunk_features(0), maps[0])
+    # a cache saved into the temporary spill directory it created outlives close()
+    temp = FeatureCache(memory_budget=0, chunk_size=300)
+    temp.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    spill = temp._chunks[0].directory
+    temp.save(spill)
+    temp.close()
+    assert FeatureCache.load(spill).n_samples == 600
+
+
 def test_progressive_bound_and_rebuild(digits, tmp_path):
     b = ProgressiveBound(base=1e-3, growth=2.0, max_rel=5e-3)
     assert [b.rel(k) for k in (1, 2, 3, 4)] == [1e-3, 2e-3, 4e-3, 5e-3]

@@ -215,7 +215,8 @@ class FeatureCache:
         memory_budget: bytes of compressed streams kept in memory (base maps and variants);
             chunks that do not fit are written to ``spill_dir``. ``0`` keeps everything on disk.
         spill_dir: directory for spilled chunks (a temporary directory, removed by
-            :meth:`close`, when None). :meth:`save` makes any directory a loadable cache.
+            :meth:`close`, when None). :meth:`save` makes any directory a loadable cache; spilling
+            never replaces a file already in ``spill_dir`` (such as a cache saved there).
         chunk_size: samples per ebzip stream.
         bound: a :class:`ProgressiveBound` (default ``ProgressiveBound()``).
         channel_aug: a :class:`ChannelAugmentation`, or None for no augmentation of cached maps.
@@ -332,17 +333,24 @@ class FeatureCache:
             chunk.base, chunk.variants = base, variants
         else:
             chunk.directory = self._spill_path()
-            chunk.files = self._write_chunk_files(chunk.directory, index, base, variants)
+            chunk.files = self._write_chunk_files(chunk.directory, index, base, variants, keep_existing=True)
             self._spilled_files.extend(info["file"] for info in chunk.files.values())
         self._chunks.append(chunk)
 
     @staticmethod
-    def _write_chunk_files(directory: Path, index: int, base: bytes, variants: bytes | None) -> dict:
+    def _write_chunk_files(directory: Path, index: int, base: bytes, variants: bytes | None, *,
+                           keep_existing: bool = False) -> dict:
+        """``keep_existing`` (spilling): never replace a file already in ``directory`` (a cache saved
+        there, or another cache's spill): take the first free stem of chunk-00007, chunk-00007-1, ..."""
+        stem, tries = f"chunk-{index:05d}", 0
+        while keep_existing and any((directory / f"{stem}{ext}").exists() for ext in (".ebz", ".variants.ebz")):
+            tries += 1
+            stem = f"chunk-{index:05d}-{tries}"
         files = {}
         for kind, data in (("base", base), ("variants", variants)):
             if data is None:
                 continue
-            name = f"chunk-{index:05d}.ebz" if kind == "base" else f"chunk-{index:05d}.variants.ebz"
+            name = f"{stem}.ebz" if kind == "base" else f"{stem}.variants.ebz"
             _atomic_write(directory / name, data)
             files[kind] = {"file": name, "nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return files
@@ -621,7 +629,10 @@ class FeatureCache:
         }
         _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode())
         if self._spill_dir is not None and self._spill_dir.resolve() == path.resolve():
-            self._spilled_files = []  # they belong to the saved cache now: clear() and close() keep them
+            # they belong to the saved cache now: clear() and close() keep them (and the directory, even
+            # a temporary one), and later builds spill beside them under other names
+            self._spilled_files = []
+            self._own_spill_dir = False
         return path
 
     @classmethod
