@@ -413,6 +413,103 @@ def test_damaged_cache_is_refused(digits, tmp_path):
         FeatureCache.load(d)
 
 
+@pytest.fixture(scope="module")
+def saved_with_variants(digits, tmp_path_factory):
+    """A saved cache of 300 samples in 3 chunks, with variants, and its manifest."""
+    x, y = digits
+    aug = ChannelAugmentation(SHIFTS, threshold=0.0, variant_budget=0.5, calibration_samples=100)
+    cache = FeatureCache(memory_budget=0, chunk_size=100, channel_aug=aug)
+    cache.build(prefix_of(make_stages(), 2), x[:300], y[:300], n_frozen=2)
+    d = cache.save(tmp_path_factory.mktemp("saved"))
+    assert cache.sensitive_channels and cache.n_chunks == 3
+    return d, json.loads((d / "manifest.json").read_text())
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(m):
+        for k in keys[:-1]:
+            m = m[k]
+        if value is _set:
+            del m[keys[-1]]
+        else:
+            m[keys[-1]] = value
+    return edit
+
+
+MALFORMED = {
+    "no chunk_size": _set("chunk_size", _set), "no bound": _set("bound", _set), "no predictor": _set("predictor", _set),
+    "no n_samples": _set("n_samples", _set), "no eb_abs": _set("eb_abs", _set),
+    "bound null": _set("bound", None), "bound without growth": _set("bound", "growth", _set),
+    "bound.base -1": _set("bound", "base", -1), "bound extra key": _set("bound", "scale", 2),
+    "chunk_size 0": _set("chunk_size", 0), "chunk_size 1.5": _set("chunk_size", 1.5),
+    "chunk_size true": _set("chunk_size", True), "predictor zfp": _set("predictor", "zfp"),
+    "n_samples off": _set("n_samples", 301), "n_frozen 0": _set("n_frozen", 0),
+    "eb_abs nan": _set("eb_abs", float("nan")), "eb_abs -1": _set("eb_abs", -1.0), "eb_abs str": _set("eb_abs", "1"),
+    "eb_abs not eb_rel x range": _set("eb_abs", 1e3), "eb_rel not the bound's": _set("eb_rel", 0.5),
+    "value_range inf": _set("value_range", float("inf")),
+    "feature_shape 2-D": _set("feature_shape", [8, 6]), "feature_shape 0": _set("feature_shape", [8, 0, 6]),
+    "feature_shape off, stats too": lambda m: (m.__setitem__("feature_shape", [7, 6, 6]),
+                                               m["stats"].__setitem__("feature_shape", [7, 6, 6])),
+    "feature_shape off": _set("feature_shape", [3, 6, 6]), "dtype int8": _set("dtype", "int8"),
+    "dtype float64": _set("dtype", "float64"), "device 42": _set("device", 42), "device bad": _set("device", "gpu!"),
+    "stride 1 entry": _set("stride", [2]), "variant channel 8": _set("variant_channels", [8]),
+    "variant channels repeated": lambda m: m.__setitem__("variant_channels", m["variant_channels"][:1] * 2),
+    "channel_mismatch short": _set("channel_mismatch", [0.5]), "augmentation unknown": _set("augmentations", [{}]),
+    "augmentation dy str": _set("augmentations", 0, "dy", "two"), "no augmentations": _set("augmentations", []),
+    "variants_per_sample 2": _set("variants_per_sample", 2), "stats list": _set("stats", []),
+    "chunks empty": _set("chunks", []), "chunk null": _set("chunks", 1, None),
+    "chunk n 50": _set("chunks", 0, "n", 50), "last chunk n 101": _set("chunks", 2, "n", 101),
+    "nonnegative str": _set("chunks", 0, "nonnegative", "yes"),
+    "labels_dtype Tensor": _set("chunks", 0, "labels_dtype", "Tensor"),
+    "labels ragged": _set("chunks", 0, "labels", [[1, 2], [3]] + [[0, 0]] * 98),
+    "labels str": _set("chunks", 0, "labels", "abc"), "labels 99": _set("chunks", 1, "labels", [0] * 99),
+    "aug_ids null": _set("chunks", 0, "aug_ids", None), "aug_id 8": _set("chunks", 0, "aug_ids", 0, [8]),
+    "aug_ids 2 per sample": lambda m: m["chunks"][0].__setitem__("aug_ids", [[0, 1]] * 100),
+    "no variants": _set("chunks", 0, "variants", None), "no base": _set("chunks", 0, "base", None),
+    "base file ..": _set("chunks", 0, "base", "file", ".."), "base file int": _set("chunks", 0, "base", "file", 3),
+    "nbytes str": _set("chunks", 0, "base", "nbytes", "12"), "sha256 short": _set("chunks", 0, "base", "sha256", "ab"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_manifest_is_refused_at_load(saved_with_variants, tmp_path, case):
+    """Every manifest field is checked when the cache is opened: FreezeCacheError, never a raw KeyError,
+    TypeError or a reshape error when a chunk is read later."""
+    import shutil
+
+    src, manifest = saved_with_variants
+    d = tmp_path / "c"
+    shutil.copytree(src, d)
+    FeatureCache.load(d)  # the unedited copy loads
+    m = json.loads(json.dumps(manifest))
+    MALFORMED[case](m)
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FreezeCacheError):
+        FeatureCache.load(d)
+
+
+def test_stream_that_disagrees_with_the_manifest_is_refused_when_read(saved_with_variants, tmp_path):
+    """A manifest that is consistent in itself but not with a chunk's stream (the last chunk said to
+    hold 50 samples, not 100) is refused by file name when that chunk is read (the first chunk's streams
+    are compared with the manifest at load)."""
+    import shutil
+
+    src, manifest = saved_with_variants
+    d = tmp_path / "c"
+    shutil.copytree(src, d)
+    m = json.loads(json.dumps(manifest))
+    last = m["chunks"][2]
+    last["n"], last["labels"], last["aug_ids"] = 50, last["labels"][:50], last["aug_ids"][:50]
+    m["n_samples"] = 250
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FreezeCacheError, match="chunk-00002.ebz"):
+        FeatureCache.load(d).chunk_features(2)
+    with pytest.raises(FreezeCacheError, match="chunk-00002"):
+        list(FeatureCache.load(d).batches(64, 0))
+
+
 # ---------------------------------------------------------------- freezing
 
 
