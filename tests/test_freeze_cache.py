@@ -142,6 +142,42 @@ def test_signed_maps_are_not_clamped(digits):
         assert (decoded[300:] < 0).any()
 
 
+def test_non_finite_maps(digits, tmp_path):
+    """NaN and Inf in the maps (calibration samples included): the bound's scale is the range of the
+    finite values, NaN and Inf come back exactly, every finite value within the bound, also reloaded."""
+    x, y = digits
+    x = x[:300].clone()
+    x[3, 0, 5, 5] = float("nan")  # in the calibration samples and the first chunk
+    x[7, 0, 6, 6] = float("inf")
+    x[250, 0, 4, 4] = float("inf")  # the last chunk: inf but no NaN, so still clamped at 0
+    prefix = prefix_of(make_stages(), 1)
+    cache = FeatureCache(memory_budget=0, spill_dir=tmp_path / "spill", chunk_size=100)
+    cache.build(prefix, x, y[:300], n_frozen=1)
+    ref = reference(prefix, x)
+    assert ref[:256].isnan().any() and ref[:256].isposinf().any() and ref[250:].isposinf().any()
+    finite = ref[:256][ref[:256].isfinite()]
+    assert cache.eb_abs == pytest.approx(1e-2 * float(finite.max() - finite.min()), rel=1e-6)
+    assert [c.nonnegative for c in cache._chunks] == [False, True, True]
+    loaded = FeatureCache.load(cache.save(tmp_path / "saved"))
+    for c in (cache, loaded):
+        decoded = torch.cat([c.chunk_features(i) for i in range(3)])
+        assert torch.equal(decoded.isnan(), ref.isnan())
+        inf = ref.isinf()
+        assert torch.equal(decoded.isinf(), inf) and torch.equal(decoded[inf], ref[inf])
+        ok = ref.isfinite()
+        assert_within(decoded[ok], ref[ok], c.eb_abs)
+    with pytest.raises(ValueError, match="no finite value"):
+        FeatureCache().build(lambda t: t * float("nan"), x, y[:300], n_frozen=1)
+    # the channel mismatch is measured over the finite elements (was NaN for every channel the NaN reaches)
+    aug = ChannelAugmentation(SHIFTS[:2], threshold=0.0, variant_budget=1.0, calibration_samples=64)
+    deeper = prefix_of(make_stages(), 2)
+    clean = aug.mismatch(deeper, digits[0][:64], reference(deeper, digits[0][:64]), (2, 2))
+    with FeatureCache(chunk_size=150, channel_aug=aug) as augmented:
+        augmented.build(deeper, x, y[:300], n_frozen=2)
+        assert np.allclose(augmented.channel_mismatch, clean, rtol=0.05)  # 2 of 64 samples touched
+        assert augmented.sensitive_channels
+
+
 def test_augmented_batches(digits):
     """Sensitive channels with variants match prefix(aug(x)) within the bound; the others are aug(cached map)."""
     x, y = digits

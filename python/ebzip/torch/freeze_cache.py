@@ -171,13 +171,16 @@ class ChannelAugmentation:
     @torch.no_grad()
     def mismatch(self, prefix: Callable, x: torch.Tensor, features: torch.Tensor,
                  stride: tuple[int, int]) -> torch.Tensor:
-        """Per channel, the mean relative L2 mismatch between augmenting the map and mapping the augmented input."""
+        """Per channel, the mean relative L2 mismatch between augmenting the map and mapping the augmented input
+        (over the elements finite in both)."""
         total = torch.zeros(features.shape[1], dtype=torch.float64)
         for aug in self.augmentations:
-            on_map = aug.feature(features, stride).double()
+            on_map = aug.feature(features, stride).double().cpu()
             of_input = prefix(aug.input(x)).double().cpu()
-            num = (on_map.cpu() - of_input).pow(2).sum(dim=(0, 2, 3)).sqrt()
-            den = of_input.pow(2).sum(dim=(0, 2, 3)).sqrt().clamp_min(1e-30)
+            # over the elements finite in both: one NaN or Inf would make its channel's mismatch NaN
+            ok = on_map.isfinite() & of_input.isfinite()
+            num = (on_map - of_input).where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt()
+            den = of_input.where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt().clamp_min(1e-30)
             total += num / den
         return total / len(self.augmentations)
 
@@ -399,7 +402,12 @@ class FeatureCache:
             raise ValueError(f"the prefix must return (N, C, H, W) maps; got shape {tuple(cal_f.shape)}")
         if not cal_f.is_floating_point():
             raise TypeError(f"the prefix returned {cal_f.dtype}; ebzip caches floating-point maps")
-        value_range = float(cal_f.max()) - float(cal_f.min())
+        # the range of the finite values: ebzip stores NaN and Inf exactly, they need no bound
+        finite = cal_f[cal_f.isfinite()]
+        if finite.numel() == 0:
+            raise ValueError("the prefix's maps of the calibration samples have no finite value, so no value range "
+                             "to scale the relative bound by")
+        value_range = float(finite.max()) - float(finite.min())
         eb_abs = rel * value_range
         stride = (inputs.shape[2] // cal_f.shape[2], inputs.shape[3] // cal_f.shape[3])
         if aug is not None and (inputs.shape[2] % cal_f.shape[2] or inputs.shape[3] % cal_f.shape[3]):
