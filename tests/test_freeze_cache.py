@@ -142,6 +142,42 @@ def test_signed_maps_are_not_clamped(digits):
         assert (decoded[300:] < 0).any()
 
 
+def test_non_finite_maps(digits, tmp_path):
+    """NaN and Inf in the maps (calibration samples included): the bound's scale is the range of the
+    finite values, NaN and Inf come back exactly, every finite value within the bound, also reloaded."""
+    x, y = digits
+    x = x[:300].clone()
+    x[3, 0, 5, 5] = float("nan")  # in the calibration samples and the first chunk
+    x[7, 0, 6, 6] = float("inf")
+    x[250, 0, 4, 4] = float("inf")  # the last chunk: inf but no NaN, so still clamped at 0
+    prefix = prefix_of(make_stages(), 1)
+    cache = FeatureCache(memory_budget=0, spill_dir=tmp_path / "spill", chunk_size=100)
+    cache.build(prefix, x, y[:300], n_frozen=1)
+    ref = reference(prefix, x)
+    assert ref[:256].isnan().any() and ref[:256].isposinf().any() and ref[250:].isposinf().any()
+    finite = ref[:256][ref[:256].isfinite()]
+    assert cache.eb_abs == pytest.approx(1e-2 * float(finite.max() - finite.min()), rel=1e-6)
+    assert [c.nonnegative for c in cache._chunks] == [False, True, True]
+    loaded = FeatureCache.load(cache.save(tmp_path / "saved"))
+    for c in (cache, loaded):
+        decoded = torch.cat([c.chunk_features(i) for i in range(3)])
+        assert torch.equal(decoded.isnan(), ref.isnan())
+        inf = ref.isinf()
+        assert torch.equal(decoded.isinf(), inf) and torch.equal(decoded[inf], ref[inf])
+        ok = ref.isfinite()
+        assert_within(decoded[ok], ref[ok], c.eb_abs)
+    with pytest.raises(ValueError, match="no finite value"):
+        FeatureCache().build(lambda t: t * float("nan"), x, y[:300], n_frozen=1)
+    # the channel mismatch is measured over the finite elements (was NaN for every channel the NaN reaches)
+    aug = ChannelAugmentation(SHIFTS[:2], threshold=0.0, variant_budget=1.0, calibration_samples=64)
+    deeper = prefix_of(make_stages(), 2)
+    clean = aug.mismatch(deeper, digits[0][:64], reference(deeper, digits[0][:64]), (2, 2))
+    with FeatureCache(chunk_size=150, channel_aug=aug) as augmented:
+        augmented.build(deeper, x, y[:300], n_frozen=2)
+        assert np.allclose(augmented.channel_mismatch, clean, rtol=0.05)  # 2 of 64 samples touched
+        assert augmented.sensitive_channels
+
+
 def test_augmented_batches(digits):
     """Sensitive channels with variants match prefix(aug(x)) within the bound; the others are aug(cached map)."""
     x, y = digits
@@ -275,6 +311,40 @@ def test_spill_save_reload_roundtrip(digits, tmp_path):
     assert sorted(p.name for p in saved.iterdir()) == before
 
 
+def test_rebuild_keeps_a_cache_saved_into_the_spill_dir(digits, tmp_path):
+    """save(spill_dir) then a rebuild: the rebuild spills to fresh names, never over the saved cache's files."""
+    x, y = digits
+    stages = make_stages()
+    cache = FeatureCache(memory_budget=0, spill_dir=tmp_path, chunk_size=200)
+    cache.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    cache.save(tmp_path)
+    saved = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    maps = [FeatureCache.load(tmp_path).chunk_features(i) for i in range(3)]
+    cache.build(prefix_of(stages, 2), x, y, n_frozen=2)  # the rewrite at the next freeze point
+    assert cache.spilled_chunks == 3
+    assert_within(cache.chunk_features(0), reference(prefix_of(stages, 2), x[:200]), cache.eb_abs)
+    assert all((tmp_path / name).read_bytes() == data for name, data in saved.items())
+    reloaded = FeatureCache.load(tmp_path)
+    assert all(torch.equal(reloaded.chunk_features(i), maps[i]) for i in range(3))
+    # a third build drops the second build's files, still not the saved ones; close() keeps them too
+    cache.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    cache.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(saved)
+    assert torch.equal(FeatureCache.load(tmp_path).chunk_features(2), maps[2])
+    # a new cache spilling into a directory that holds a saved cache leaves it alone as well
+    with FeatureCache(memory_budget=0, spill_dir=tmp_path, chunk_size=300) as other:
+        other.build(prefix_of(stages, 2), x, y, n_frozen=2)
+        assert_within(other.chunk_features(1), reference(prefix_of(stages, 2), x[300:]), other.eb_abs)
+    assert torch.equal(FeatureCache.load(tmp_path).chunk_features(0), maps[0])
+    # a cache saved into the temporary spill directory it created outlives close()
+    temp = FeatureCache(memory_budget=0, chunk_size=300)
+    temp.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    spill = temp._chunks[0].directory
+    temp.save(spill)
+    temp.close()
+    assert FeatureCache.load(spill).n_samples == 600
+
+
 def test_progressive_bound_and_rebuild(digits, tmp_path):
     b = ProgressiveBound(base=1e-3, growth=2.0, max_rel=5e-3)
     assert [b.rel(k) for k in (1, 2, 3, 4)] == [1e-3, 2e-3, 4e-3, 5e-3]
@@ -377,6 +447,103 @@ def test_damaged_cache_is_refused(digits, tmp_path):
     (d / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FreezeCacheError, match="malformed"):
         FeatureCache.load(d)
+
+
+@pytest.fixture(scope="module")
+def saved_with_variants(digits, tmp_path_factory):
+    """A saved cache of 300 samples in 3 chunks, with variants, and its manifest."""
+    x, y = digits
+    aug = ChannelAugmentation(SHIFTS, threshold=0.0, variant_budget=0.5, calibration_samples=100)
+    cache = FeatureCache(memory_budget=0, chunk_size=100, channel_aug=aug)
+    cache.build(prefix_of(make_stages(), 2), x[:300], y[:300], n_frozen=2)
+    d = cache.save(tmp_path_factory.mktemp("saved"))
+    assert cache.sensitive_channels and cache.n_chunks == 3
+    return d, json.loads((d / "manifest.json").read_text())
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(m):
+        for k in keys[:-1]:
+            m = m[k]
+        if value is _set:
+            del m[keys[-1]]
+        else:
+            m[keys[-1]] = value
+    return edit
+
+
+MALFORMED = {
+    "no chunk_size": _set("chunk_size", _set), "no bound": _set("bound", _set), "no predictor": _set("predictor", _set),
+    "no n_samples": _set("n_samples", _set), "no eb_abs": _set("eb_abs", _set),
+    "bound null": _set("bound", None), "bound without growth": _set("bound", "growth", _set),
+    "bound.base -1": _set("bound", "base", -1), "bound extra key": _set("bound", "scale", 2),
+    "chunk_size 0": _set("chunk_size", 0), "chunk_size 1.5": _set("chunk_size", 1.5),
+    "chunk_size true": _set("chunk_size", True), "predictor zfp": _set("predictor", "zfp"),
+    "n_samples off": _set("n_samples", 301), "n_frozen 0": _set("n_frozen", 0),
+    "eb_abs nan": _set("eb_abs", float("nan")), "eb_abs -1": _set("eb_abs", -1.0), "eb_abs str": _set("eb_abs", "1"),
+    "eb_abs not eb_rel x range": _set("eb_abs", 1e3), "eb_rel not the bound's": _set("eb_rel", 0.5),
+    "value_range inf": _set("value_range", float("inf")),
+    "feature_shape 2-D": _set("feature_shape", [8, 6]), "feature_shape 0": _set("feature_shape", [8, 0, 6]),
+    "feature_shape off, stats too": lambda m: (m.__setitem__("feature_shape", [7, 6, 6]),
+                                               m["stats"].__setitem__("feature_shape", [7, 6, 6])),
+    "feature_shape off": _set("feature_shape", [3, 6, 6]), "dtype int8": _set("dtype", "int8"),
+    "dtype float64": _set("dtype", "float64"), "device 42": _set("device", 42), "device bad": _set("device", "gpu!"),
+    "stride 1 entry": _set("stride", [2]), "variant channel 8": _set("variant_channels", [8]),
+    "variant channels repeated": lambda m: m.__setitem__("variant_channels", m["variant_channels"][:1] * 2),
+    "channel_mismatch short": _set("channel_mismatch", [0.5]), "augmentation unknown": _set("augmentations", [{}]),
+    "augmentation dy str": _set("augmentations", 0, "dy", "two"), "no augmentations": _set("augmentations", []),
+    "variants_per_sample 2": _set("variants_per_sample", 2), "stats list": _set("stats", []),
+    "chunks empty": _set("chunks", []), "chunk null": _set("chunks", 1, None),
+    "chunk n 50": _set("chunks", 0, "n", 50), "last chunk n 101": _set("chunks", 2, "n", 101),
+    "nonnegative str": _set("chunks", 0, "nonnegative", "yes"),
+    "labels_dtype Tensor": _set("chunks", 0, "labels_dtype", "Tensor"),
+    "labels ragged": _set("chunks", 0, "labels", [[1, 2], [3]] + [[0, 0]] * 98),
+    "labels str": _set("chunks", 0, "labels", "abc"), "labels 99": _set("chunks", 1, "labels", [0] * 99),
+    "aug_ids null": _set("chunks", 0, "aug_ids", None), "aug_id 8": _set("chunks", 0, "aug_ids", 0, [8]),
+    "aug_ids 2 per sample": lambda m: m["chunks"][0].__setitem__("aug_ids", [[0, 1]] * 100),
+    "no variants": _set("chunks", 0, "variants", None), "no base": _set("chunks", 0, "base", None),
+    "base file ..": _set("chunks", 0, "base", "file", ".."), "base file int": _set("chunks", 0, "base", "file", 3),
+    "nbytes str": _set("chunks", 0, "base", "nbytes", "12"), "sha256 short": _set("chunks", 0, "base", "sha256", "ab"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_manifest_is_refused_at_load(saved_with_variants, tmp_path, case):
+    """Every manifest field is checked when the cache is opened: FreezeCacheError, never a raw KeyError,
+    TypeError or a reshape error when a chunk is read later."""
+    import shutil
+
+    src, manifest = saved_with_variants
+    d = tmp_path / "c"
+    shutil.copytree(src, d)
+    FeatureCache.load(d)  # the unedited copy loads
+    m = json.loads(json.dumps(manifest))
+    MALFORMED[case](m)
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FreezeCacheError):
+        FeatureCache.load(d)
+
+
+def test_stream_that_disagrees_with_the_manifest_is_refused_when_read(saved_with_variants, tmp_path):
+    """A manifest that is consistent in itself but not with a chunk's stream (the last chunk said to
+    hold 50 samples, not 100) is refused by file name when that chunk is read (the first chunk's streams
+    are compared with the manifest at load)."""
+    import shutil
+
+    src, manifest = saved_with_variants
+    d = tmp_path / "c"
+    shutil.copytree(src, d)
+    m = json.loads(json.dumps(manifest))
+    last = m["chunks"][2]
+    last["n"], last["labels"], last["aug_ids"] = 50, last["labels"][:50], last["aug_ids"][:50]
+    m["n_samples"] = 250
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(FreezeCacheError, match="chunk-00002.ebz"):
+        FeatureCache.load(d).chunk_features(2)
+    with pytest.raises(FreezeCacheError, match="chunk-00002"):
+        list(FeatureCache.load(d).batches(64, 0))
 
 
 # ---------------------------------------------------------------- freezing

@@ -171,13 +171,16 @@ class ChannelAugmentation:
     @torch.no_grad()
     def mismatch(self, prefix: Callable, x: torch.Tensor, features: torch.Tensor,
                  stride: tuple[int, int]) -> torch.Tensor:
-        """Per channel, the mean relative L2 mismatch between augmenting the map and mapping the augmented input."""
+        """Per channel, the mean relative L2 mismatch between augmenting the map and mapping the augmented input
+        (over the elements finite in both)."""
         total = torch.zeros(features.shape[1], dtype=torch.float64)
         for aug in self.augmentations:
-            on_map = aug.feature(features, stride).double()
+            on_map = aug.feature(features, stride).double().cpu()
             of_input = prefix(aug.input(x)).double().cpu()
-            num = (on_map.cpu() - of_input).pow(2).sum(dim=(0, 2, 3)).sqrt()
-            den = of_input.pow(2).sum(dim=(0, 2, 3)).sqrt().clamp_min(1e-30)
+            # over the elements finite in both: one NaN or Inf would make its channel's mismatch NaN
+            ok = on_map.isfinite() & of_input.isfinite()
+            num = (on_map - of_input).where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt()
+            den = of_input.where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt().clamp_min(1e-30)
             total += num / den
         return total / len(self.augmentations)
 
@@ -215,7 +218,8 @@ class FeatureCache:
         memory_budget: bytes of compressed streams kept in memory (base maps and variants);
             chunks that do not fit are written to ``spill_dir``. ``0`` keeps everything on disk.
         spill_dir: directory for spilled chunks (a temporary directory, removed by
-            :meth:`close`, when None). :meth:`save` makes any directory a loadable cache.
+            :meth:`close`, when None). :meth:`save` makes any directory a loadable cache; spilling
+            never replaces a file already in ``spill_dir`` (such as a cache saved there).
         chunk_size: samples per ebzip stream.
         bound: a :class:`ProgressiveBound` (default ``ProgressiveBound()``).
         channel_aug: a :class:`ChannelAugmentation`, or None for no augmentation of cached maps.
@@ -332,17 +336,24 @@ class FeatureCache:
             chunk.base, chunk.variants = base, variants
         else:
             chunk.directory = self._spill_path()
-            chunk.files = self._write_chunk_files(chunk.directory, index, base, variants)
+            chunk.files = self._write_chunk_files(chunk.directory, index, base, variants, keep_existing=True)
             self._spilled_files.extend(info["file"] for info in chunk.files.values())
         self._chunks.append(chunk)
 
     @staticmethod
-    def _write_chunk_files(directory: Path, index: int, base: bytes, variants: bytes | None) -> dict:
+    def _write_chunk_files(directory: Path, index: int, base: bytes, variants: bytes | None, *,
+                           keep_existing: bool = False) -> dict:
+        """``keep_existing`` (spilling): never replace a file already in ``directory`` (a cache saved
+        there, or another cache's spill): take the first free stem of chunk-00007, chunk-00007-1, ..."""
+        stem, tries = f"chunk-{index:05d}", 0
+        while keep_existing and any((directory / f"{stem}{ext}").exists() for ext in (".ebz", ".variants.ebz")):
+            tries += 1
+            stem = f"chunk-{index:05d}-{tries}"
         files = {}
         for kind, data in (("base", base), ("variants", variants)):
             if data is None:
                 continue
-            name = f"chunk-{index:05d}.ebz" if kind == "base" else f"chunk-{index:05d}.variants.ebz"
+            name = f"{stem}.ebz" if kind == "base" else f"{stem}.variants.ebz"
             _atomic_write(directory / name, data)
             files[kind] = {"file": name, "nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return files
@@ -391,7 +402,12 @@ class FeatureCache:
             raise ValueError(f"the prefix must return (N, C, H, W) maps; got shape {tuple(cal_f.shape)}")
         if not cal_f.is_floating_point():
             raise TypeError(f"the prefix returned {cal_f.dtype}; ebzip caches floating-point maps")
-        value_range = float(cal_f.max()) - float(cal_f.min())
+        # the range of the finite values: ebzip stores NaN and Inf exactly, they need no bound
+        finite = cal_f[cal_f.isfinite()]
+        if finite.numel() == 0:
+            raise ValueError("the prefix's maps of the calibration samples have no finite value, so no value range "
+                             "to scale the relative bound by")
+        value_range = float(finite.max()) - float(finite.min())
         eb_abs = rel * value_range
         stride = (inputs.shape[2] // cal_f.shape[2], inputs.shape[3] // cal_f.shape[3])
         if aug is not None and (inputs.shape[2] % cal_f.shape[2] or inputs.shape[3] % cal_f.shape[3]):
@@ -488,10 +504,32 @@ class FeatureCache:
             raise FreezeCacheError(f"cache chunk file {path} is corrupted (size or SHA-256 differs from the manifest)")
         return data
 
+    def _stream_shape(self, chunk: _Chunk, kind: str) -> tuple:
+        c, h, w = self._meta["feature_shape"]
+        if kind == "base":
+            return (chunk.n, c, h, w)
+        return (chunk.aug_ids.shape[1], chunk.n, len(self._meta["variant_channels"]), h, w)
+
+    def _checked_stream(self, chunk: _Chunk, kind: str) -> bytes:
+        """The chunk's stream, its header checked against the manifest: a FreezeCacheError naming the
+        file, not a reshape error, when they disagree."""
+        data = self._read(chunk, kind)
+        shape = self._stream_shape(chunk, kind)
+        rows = (math.prod(shape[:-1]), shape[-1])
+        info = ebzip.inspect(data)
+        if tuple(info["shape"]) != rows or info["dtype"] != self._meta["dtype"] or \
+                not info["eb_abs"] <= self._meta["eb_abs"]:
+            where = chunk.directory / chunk.files[kind]["file"] if kind in chunk.files else f"the {kind} stream"
+            raise FreezeCacheError(f"cache chunk file {where} holds {info['dtype']} rows {tuple(info['shape'])} "
+                                   f"within {info['eb_abs']!r}; the manifest says {self._meta['dtype']} maps "
+                                   f"{shape} stored as rows {rows} within {self._meta['eb_abs']!r}")
+        return data
+
     def chunk_features(self, index: int) -> torch.Tensor:
         """The decoded base maps of chunk ``index``, in sample order (no shuffle, no augmentation)."""
         chunk = self._chunks[index]
-        return self._decompress(self._read(chunk, "base"), (chunk.n, *self._meta["feature_shape"]), chunk.nonnegative)
+        return self._decompress(self._checked_stream(chunk, "base"), self._stream_shape(chunk, "base"),
+                                chunk.nonnegative)
 
     def _prepare(self, index: int, perm: np.ndarray, choice: np.ndarray, start: int):
         """Decode chunk ``index`` and apply the epoch's augmentation; runs in the prefetch thread."""
@@ -503,10 +541,8 @@ class FeatureCache:
             augs = self.channel_aug_list
             stride = tuple(self._meta["stride"])
             if chunk.aug_ids is not None:
-                k = chunk.aug_ids.shape[1]
-                var = self._decompress(self._read(chunk, "variants"),
-                                       (k, chunk.n, len(self._meta["variant_channels"]), *feats.shape[2:]),
-                                       chunk.nonnegative)
+                var = self._decompress(self._checked_stream(chunk, "variants"),
+                                       self._stream_shape(chunk, "variants"), chunk.nonnegative)
                 vc = torch.tensor(self._meta["variant_channels"], dtype=torch.long)
                 used = choice > 0
                 aug_index[used] = chunk.aug_ids[np.flatnonzero(used), choice[used] - 1]
@@ -621,15 +657,20 @@ class FeatureCache:
         }
         _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode())
         if self._spill_dir is not None and self._spill_dir.resolve() == path.resolve():
-            self._spilled_files = []  # they belong to the saved cache now: clear() and close() keep them
+            # they belong to the saved cache now: clear() and close() keep them (and the directory, even
+            # a temporary one), and later builds spill beside them under other names
+            self._spilled_files = []
+            self._own_spill_dir = False
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, prefetch: int = 2,
              threads: int | None = None, seed: int = 0) -> "FeatureCache":
-        """Open a saved cache directory; checks the manifest, that every chunk file exists with
-        its recorded size, and (when a chunk is read) its SHA-256. Chunks stay in ``path`` and are
-        read from there; a rebuild spills to a new temporary directory, never into ``path``."""
+        """Open a saved cache directory; checks every field of the manifest, that every chunk file
+        exists with its recorded size, and the first chunk's streams (SHA-256, and shape, dtype and
+        bound against the manifest); the other chunks are checked the same way when read. Chunks
+        stay in ``path`` and are read from there; a rebuild spills to a new temporary directory,
+        never into ``path``."""
         path = Path(path)
         try:
             manifest = json.loads((path / MANIFEST).read_text())
@@ -642,36 +683,42 @@ class FeatureCache:
         if manifest.get("version") != FORMAT_VERSION:
             raise FreezeCacheError(f"{path} has freeze-cache format version {manifest.get('version')!r}; "
                                    f"this ebzip reads version {FORMAT_VERSION}")
+        _check_manifest(manifest, path / MANIFEST)
         cache = cls(memory_budget=0, chunk_size=manifest["chunk_size"],
                     bound=ProgressiveBound(**manifest["bound"]), predictor=manifest["predictor"],
                     prefetch=prefetch, threads=threads, seed=seed)
-        keys = ("n_frozen", "eb_rel", "eb_abs", "value_range", "feature_shape", "dtype", "device", "stride",
-                "variant_channels", "channel_mismatch", "augmentations", "variants_per_sample")
-        try:
-            cache._meta = {k: manifest[k] for k in keys}
-            for entry in manifest["chunks"]:
-                files = {kind: entry[kind] for kind in ("base", "variants") if entry.get(kind)}
-                if "base" not in files:
-                    raise FreezeCacheError(f"{path / MANIFEST}: a chunk has no base stream file")
-                for info in files.values():
-                    f = path / info["file"]
-                    if Path(info["file"]).name != info["file"]:
-                        raise FreezeCacheError(f"{path / MANIFEST}: chunk file name {info['file']!r} is not a plain name")
-                    if not f.is_file():
-                        raise FreezeCacheError(f"cache chunk file {f} is missing")
-                    if f.stat().st_size != info["nbytes"]:
-                        raise FreezeCacheError(f"cache chunk file {f} has {f.stat().st_size} bytes; the manifest "
-                                               f"says {info['nbytes']} (truncated or replaced)")
+        cache._meta = {k: manifest[k] for k in _META_KEYS}
+        k = manifest["variants_per_sample"]
+        for i, entry in enumerate(manifest["chunks"]):
+            files = {kind: entry[kind] for kind in ("base", "variants") if entry[kind] is not None}
+            for info in files.values():
+                f = path / info["file"]
+                if not f.is_file():
+                    raise FreezeCacheError(f"cache chunk file {f} is missing")
+                if f.stat().st_size != info["nbytes"]:
+                    raise FreezeCacheError(f"cache chunk file {f} has {f.stat().st_size} bytes; the manifest "
+                                           f"says {info['nbytes']} (truncated or replaced)")
+            try:
                 labels = torch.tensor(entry["labels"], dtype=getattr(torch, entry["labels_dtype"]))
                 aug_ids = None if entry["aug_ids"] is None else np.asarray(entry["aug_ids"], dtype=np.int64)
-                if labels.shape[0] != entry["n"] or (aug_ids is not None and aug_ids.shape[0] != entry["n"]):
-                    raise FreezeCacheError(f"{path / MANIFEST}: a chunk's labels do not match its sample count")
-                cache._chunks.append(_Chunk(n=entry["n"], labels=labels, aug_ids=aug_ids,
-                                            nbytes=files["base"]["nbytes"],
-                                            variant_nbytes=files["variants"]["nbytes"] if "variants" in files else 0,
-                                            nonnegative=bool(entry["nonnegative"]), directory=path, files=files))
-        except (KeyError, TypeError, AttributeError) as e:
-            raise FreezeCacheError(f"{path / MANIFEST} is incomplete or malformed ({type(e).__name__}: {e})") from None
+            except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+                raise FreezeCacheError(f"{path / MANIFEST} is malformed: chunks[{i}]: "
+                                       f"{type(e).__name__}: {e}") from None
+            if labels.dim() == 0 or labels.shape[0] != entry["n"]:
+                raise FreezeCacheError(f"{path / MANIFEST} is malformed: chunks[{i}]'s labels do not match its "
+                                       f"sample count {entry['n']}")
+            if aug_ids is not None and (aug_ids.shape != (entry["n"], k) or aug_ids.min() < 0
+                                        or aug_ids.max() >= len(manifest["augmentations"])):
+                raise FreezeCacheError(f"{path / MANIFEST} is malformed: chunks[{i}].aug_ids must be {k} indices "
+                                       f"below {len(manifest['augmentations'])} per sample")
+            cache._chunks.append(_Chunk(n=entry["n"], labels=labels, aug_ids=aug_ids,
+                                        nbytes=files["base"]["nbytes"],
+                                        variant_nbytes=files["variants"]["nbytes"] if "variants" in files else 0,
+                                        nonnegative=entry["nonnegative"], directory=path, files=files))
+        # the first chunk's streams against the manifest (map shape, dtype, bound); the others when read
+        first = cache._chunks[0]
+        for kind in first.files:
+            cache._checked_stream(first, kind)
         if manifest.get("stats"):
             cache.history.append(manifest["stats"])
         return cache
@@ -694,6 +741,101 @@ class FeatureCache:
             self.close()
         except Exception:
             pass
+
+
+_META_KEYS = ("n_frozen", "eb_rel", "eb_abs", "value_range", "feature_shape", "dtype", "device", "stride",
+              "variant_channels", "channel_mismatch", "augmentations", "variants_per_sample")
+_MAP_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _is_int(v, lo: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_manifest(m: dict, where: Path) -> None:
+    """Every field of a version-1 manifest, checked for type, range and agreement with the others
+    (the chunks' labels and augmentation ids are converted, and checked, by ``load``)."""
+
+    def need(ok: bool, what: str):
+        if not ok:
+            raise FreezeCacheError(f"{where} is malformed: {what}")
+
+    def field(obj: dict, key: str, ok: Callable, expected: str, name: str = ""):
+        need(key in obj, f"{name or key} is missing")
+        v = obj[key]
+        need(ok(v), f"{name or key} must be {expected}; got {v!r:.80}")
+        return v
+
+    field(m, "predictor", lambda v: v in ("auto", "lorenzo", "interp"), "'auto', 'lorenzo' or 'interp'")
+    chunk_size = field(m, "chunk_size", lambda v: _is_int(v, 1), "a positive integer")
+    n_samples = field(m, "n_samples", lambda v: _is_int(v, 1), "a positive integer")
+    bound = field(m, "bound", lambda v: isinstance(v, dict) and set(v) == {"base", "growth", "max_rel"},
+                  "an object with base, growth and max_rel")
+    try:
+        bound = ProgressiveBound(**bound)
+    except ValueError as e:
+        need(False, f"bound: {e}")
+    n_frozen = field(m, "n_frozen", lambda v: _is_int(v, 1), "a positive integer")
+    finite = lambda v: _is_real(v) and math.isfinite(v) and v >= 0  # noqa: E731
+    eb_rel = field(m, "eb_rel", lambda v: finite(v) and math.isclose(v, bound.rel(n_frozen), rel_tol=1e-9),
+                   f"the bound's rel({n_frozen}) = {bound.rel(n_frozen)!r}")
+    value_range = field(m, "value_range", finite, "a finite number >= 0")
+    field(m, "eb_abs", lambda v: finite(v) and math.isclose(v, eb_rel * value_range, rel_tol=1e-9),
+          f"eb_rel * value_range = {eb_rel * value_range!r}")
+    channels = field(m, "feature_shape",
+                     lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(d, 1) for d in v),
+                     "[C, H, W] of positive integers")[0]
+    field(m, "dtype", lambda v: v in _MAP_DTYPES, " or ".join(_MAP_DTYPES))
+    field(m, "device", lambda v: isinstance(v, str), "a device name such as 'cpu'")
+    try:
+        torch.device(m["device"])
+    except (RuntimeError, ValueError) as e:
+        need(False, f"device {m['device']!r}: {e}")
+    field(m, "stride", lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(d, 1) for d in v),
+          "[sy, sx] of positive integers")
+    field(m, "channel_mismatch", lambda v: v is None or (isinstance(v, list) and len(v) == channels
+                                                         and all(map(_is_real, v))),
+          f"null or {channels} numbers")
+    augs = field(m, "augmentations", lambda v: isinstance(v, list) and all(isinstance(a, dict) for a in v),
+                 "a list of augmentations")
+    for spec in augs:
+        try:
+            _augmentation_from_json(spec)
+        except (KeyError, TypeError, ValueError) as e:
+            need(False, f"augmentation {spec!r:.80}: {type(e).__name__}: {e}")
+    variant_channels = field(m, "variant_channels", lambda v: isinstance(v, list) and len(set(v)) == len(v)
+                             and all(_is_int(c) and c < channels for c in v) and (not v or augs),
+                             f"distinct channels below {channels} (none without augmentations)")
+    field(m, "variants_per_sample", lambda v: _is_int(v, 1) and v <= len(augs) if augs else _is_int(v) and v == 0,
+          f"in [1, {len(augs)}]" if augs else "0 without augmentations")
+    field(m, "stats", lambda v: v is None or isinstance(v, dict), "null or an object")
+    chunks = field(m, "chunks", lambda v: isinstance(v, list) and v and all(isinstance(c, dict) for c in v),
+                   "a non-empty list of chunks")
+    file_info = lambda v: (isinstance(v, dict) and isinstance(v.get("file"), str)  # noqa: E731
+                           and v["file"] not in ("", ".", "..") and Path(v["file"]).name == v["file"]
+                           and _is_int(v.get("nbytes")) and isinstance(v.get("sha256"), str)
+                           and len(v["sha256"]) == 64 and all(c in "0123456789abcdef" for c in v["sha256"]))
+    for i, c in enumerate(chunks):
+        last = i == len(chunks) - 1
+        field(c, "n", lambda v: _is_int(v, 1) and (v <= chunk_size if last else v == chunk_size),
+              f"at most chunk_size = {chunk_size}" if last else f"chunk_size = {chunk_size}", f"chunks[{i}].n")
+        field(c, "nonnegative", lambda v: isinstance(v, bool), "true or false", f"chunks[{i}].nonnegative")
+        field(c, "labels_dtype", lambda v: isinstance(v, str) and isinstance(getattr(torch, v, None), torch.dtype),
+              "a torch dtype name", f"chunks[{i}].labels_dtype")
+        field(c, "labels", lambda v: isinstance(v, list), "a list", f"chunks[{i}].labels")
+        field(c, "base", file_info, '{"file": plain name, "nbytes", "sha256"}', f"chunks[{i}].base")
+        if variant_channels:
+            field(c, "variants", file_info, '{"file": plain name, "nbytes", "sha256"}', f"chunks[{i}].variants")
+            field(c, "aug_ids", lambda v: isinstance(v, list), "a list", f"chunks[{i}].aug_ids")
+        else:
+            for key in ("variants", "aug_ids"):
+                field(c, key, lambda v: v is None, "null without variant channels", f"chunks[{i}].{key}")
+    need(sum(c["n"] for c in chunks) == n_samples, f"the chunks hold {sum(c['n'] for c in chunks)} samples; "
+         f"n_samples says {n_samples}")
 
 
 def _augmentation_from_json(spec: dict):
