@@ -174,6 +174,16 @@ def test_fallback_positions_both_encodings():
         container.decode_positions(bytes([container.FB_DELTAS]) + container.encode_positions(mask)[1:], 10)
 
 
+def test_0d_array_keeps_its_shape():
+    # np.ascontiguousarray made a 0-d array 1-d: it came back with shape (1,) (plain ebzip keeps ())
+    x = np.array(3.25, np.float32)
+    c = ee.compress(x, 1e-3, "abs", **FAST)
+    assert ee.inspect(c)["fields"][0]["shape"] == []
+    for y in (ee.decompress(c), ebzip.decompress(bytes(c)), ebzip.decompress(bytes(c), enhance=False)):
+        assert y.shape == () and y.dtype == np.float32 and abs(float(y) - 3.25) <= 1e-3
+    assert ee.decompress(ee.compress(torch.tensor(3.25), 1e-3, "abs", **FAST)).shape == ()
+
+
 # ---------------------------------------------------------------- damage
 
 

@@ -101,7 +101,7 @@ def _as_field(x, name) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype not in (np.float32, np.float64):
         raise TypeError(f"ebzip.enhance compresses float32/float64 arrays; field {name!r} is {a.dtype}")
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
 def _work_shape(shape: tuple) -> tuple:
