@@ -240,6 +240,81 @@ def test_forged_config_with_valid_crcs_is_refused(single):
         ee.decompress(container.pack(sections))
 
 
+def _forge(blob, edit, weights=None):
+    """The container with its meta JSON edited (and its weights replaced if given), CRCs recomputed:
+    only the decoder's checks of the meta can catch it."""
+    meta, by_key = container.read(blob)
+    edit(meta)
+    secs = [(k, f, weights if weights is not None and k == container.WEIGHTS else bytes(p)) for (k, f), p in by_key.items()]
+    return container.pack([(container.META, 0, container.meta_payload(meta))] + secs)
+
+
+def _field(edit):
+    return lambda meta: edit(meta["fields"][0])
+
+
+def _enhancer(edit):
+    return lambda meta: edit(meta["fields"][0]["enhancer"])
+
+
+FORGED_FIELD = {  # the field's description; the base stream's header is authoritative
+    "eb_abs x1000": lambda f: f.update(eb_abs=f["eb_abs"] * 1000),  # decoded silently, 8x the bound
+    "eb_abs 1 ulp up": lambda f: f.update(eb_abs=float(np.nextafter(f["eb_abs"], np.inf))),
+    "eb_abs -1e30": lambda f: f.update(eb_abs=-1e30),  # decoded silently, 1e28 x the bound
+    "eb_abs NaN": lambda f: f.update(eb_abs=float("nan")),
+    "eb_abs inf": lambda f: f.update(eb_abs=float("inf")),
+    "eb_abs str": lambda f: f.update(eb_abs="abc"),  # raw ValueError
+    "eb_abs bool": lambda f: f.update(eb_abs=True),
+    "eb_abs missing": lambda f: f.pop("eb_abs"),  # raw KeyError
+    "name missing": lambda f: f.pop("name"),
+    "name list": lambda f: f.update(name=[1]),
+    "shape floats": lambda f: f.update(shape=[float(n) for n in f["shape"]]),
+    "dtype list": lambda f: f.update(dtype=["float32"]),
+    "entry empty": lambda f: f.clear(),
+}
+FORGED_ENHANCER = {
+    "regulation list": lambda e: e.update(regulation=["1x"]),  # raw TypeError (unhashable)
+    "dims str": lambda e: e.update(dims="2"),
+    "dims float": lambda e: e.update(dims=2.7),
+    "inputs float": lambda e: e.update(inputs=[0.5]),
+    "inputs str": lambda e: e.update(inputs="0"),
+    "scale str": lambda e: e.update(scale="0.5"),
+}
+
+
+@pytest.mark.parametrize("label", list(FORGED_FIELD) + list(FORGED_ENHANCER))
+def test_forged_meta_field_is_refused(single, label):
+    blob = bytes(single)
+    plain_too = label in FORGED_FIELD
+    edit = _field(FORGED_FIELD[label]) if plain_too else _enhancer(FORGED_ENHANCER[label])
+    forged = _forge(blob, edit)
+    with pytest.raises(ebzip.StreamError):
+        ee.decompress(forged)
+    if plain_too:  # the field's description is checked on the plain path too
+        with pytest.raises(ebzip.StreamError):
+            ebzip.decompress(forged, enhance=False)
+
+
+def test_forged_conv_dims_beyond_the_field_is_refused(single):
+    # 3-D convolutions on a 2-D field, with weights of the right length: was a raw RuntimeError from torch
+    e = ee.inspect(single)["fields"][0]["enhancer"]
+    w3 = bytes(2 * ee.model.n_params(e["in_channels"], e["channels"], e["blocks"], 3))
+    with pytest.raises(ebzip.StreamError, match="out of range"):
+        ee.decompress(_forge(bytes(single), _enhancer(lambda e: e.update(dims=3)), weights=w3))
+
+
+@pytest.mark.parametrize("value", ["yes", None])
+def test_forged_single_flag_is_refused(single, value):
+    with pytest.raises(ebzip.StreamError, match="single"):
+        ee.decompress(_forge(bytes(single), lambda m: m.update(single=value)))
+
+
+def test_integer_field_name_still_decodes(single):
+    # earlier versions wrote integer dict keys as JSON numbers (with verify=False): still read, as str
+    out = ebzip.decompress(_forge(bytes(single), lambda m: (m["fields"][0].update(name=7), m.update(single=False))))
+    assert list(out) == ["7"] and np.array_equal(out["7"], ee.decompress(single))
+
+
 # ---------------------------------------------------------------- without torch
 
 
