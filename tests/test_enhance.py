@@ -344,6 +344,15 @@ def test_decode_without_torch(single, fields, no_torch):
         ee.compress(fields["a"], 1e-2)
 
 
+@pytest.mark.parametrize("names", [(1, 2), (1, "1"), (("a",), "b")])
+def test_field_names_must_be_strings(fields, names):
+    # were: KeyError in compress's own verify step, StreamError "duplicate names", or (verify=False)
+    # a container whose names came back as strings
+    for verify in (True, False):
+        with pytest.raises(TypeError, match="field names must be str"):
+            ee.compress_fields(dict(zip(names, (fields["a"], fields["b"]))), 1e-2, verify=verify, **FAST)
+
+
 def test_bad_arguments(fields):
     with pytest.raises(ValueError, match="regulation"):
         ee.compress(fields["a"], 1e-2, regulation="3x")

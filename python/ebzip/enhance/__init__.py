@@ -218,7 +218,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     """Compress several fields (same grid when ``cross_field``), each with its own enhancer.
 
     Args:
-        fields: name -> float32/float64 array (numpy, or a torch tensor).
+        fields: name (str) -> float32/float64 array (numpy, or a torch tensor).
         eb, mode: the bound, as for :func:`ebzip.compress` (``"abs"`` or ``"rel"``);
             ``eb`` may be a dict name -> bound.
         cross_field: every field's network also sees the other fields' decompressed values.
@@ -247,6 +247,9 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     model = _torch_model()
     if not isinstance(fields, dict) or not fields:
         raise ValueError("fields must be a non-empty dict name -> array")
+    not_str = [n for n in fields if not isinstance(n, str)]
+    if not_str:  # names are stored as JSON strings and come back as decompress's keys
+        raise TypeError(f"field names must be str; got {not_str[0]!r} ({type(not_str[0]).__name__})")
     if regulation not in REGULATIONS:
         raise ValueError(f"regulation must be one of {sorted(REGULATIONS)}; got {regulation!r}")
     if mode not in ("abs", "rel"):
