@@ -117,6 +117,20 @@ def test_deterministic_for_a_seed(fields):
     assert bytes(a) != bytes(c)
 
 
+def test_torch_global_rng_left_alone(fields):
+    # model.build called torch.manual_seed: after compress the user's own seed no longer determined
+    # torch's draws (and decoding, which builds networks too, advanced the user's generator)
+    x = fields["a"][:24, :24]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    c = ee.compress(x, 1e-2, "rel", **FAST)
+    ee.decompress(c)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(7)  # the container still depends on seed= alone
+    assert bytes(ee.compress(x, 1e-2, "rel", **FAST)) == bytes(c)
+
+
 def test_cross_field_api(fields):
     c = ee.compress_fields(fields, 1e-2, "rel", **FAST)
     out = ee.decompress(c)
