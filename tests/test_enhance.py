@@ -198,7 +198,18 @@ def test_0d_array_keeps_its_shape():
     assert ee.decompress(ee.compress(torch.tensor(3.25), 1e-3, "abs", **FAST)).shape == ()
 
 
-# ---------------------------------------------------------------- damage
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_big_endian_input(dtype):
+    # was refused: "compresses float32/float64 arrays; field 'x' is >f4" (plain ebzip takes either byte order)
+    native = np.dtype(dtype).newbyteorder("=")
+    x = smooth((24, 30), 4, native)
+    c = ee.compress(x.astype(dtype), 1e-2, "rel", **FAST)
+    y = ee.decompress(c)
+    assert y.dtype == native and y.dtype.isnative
+    check_bound(x, y, c.stats["x"]["eb_abs"])
+    assert bytes(c) == bytes(ee.compress(x, 1e-2, "rel", **FAST))  # the same container as the native array's
+
+
 
 
 def _section_offsets(blob):

@@ -96,12 +96,15 @@ class Enhanced:
 # ---------------------------------------------------------------- helpers
 
 def _as_field(x, name) -> np.ndarray:
+    """The field as a C-contiguous float32/float64 array in native byte order, its shape kept."""
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
-    if a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"ebzip.enhance compresses float32/float64 arrays; field {name!r} is {a.dtype}")
-    return np.asarray(a, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
+    native = a.dtype.newbyteorder("=")
+    if native not in (np.float32, np.float64):
+        raise TypeError(f"ebzip.enhance compresses float32/float64 arrays (either byte order); field {name!r} "
+                        f"is {a.dtype}")
+    return np.asarray(a, dtype=native, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
 def _work_shape(shape: tuple) -> tuple:
