@@ -117,6 +117,20 @@ def test_deterministic_for_a_seed(fields):
     assert bytes(a) != bytes(c)
 
 
+def test_torch_global_rng_left_alone(fields):
+    # model.build called torch.manual_seed: after compress the user's own seed no longer determined
+    # torch's draws (and decoding, which builds networks too, advanced the user's generator)
+    x = fields["a"][:24, :24]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    c = ee.compress(x, 1e-2, "rel", **FAST)
+    ee.decompress(c)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(7)  # the container still depends on seed= alone
+    assert bytes(ee.compress(x, 1e-2, "rel", **FAST)) == bytes(c)
+
+
 def test_cross_field_api(fields):
     c = ee.compress_fields(fields, 1e-2, "rel", **FAST)
     out = ee.decompress(c)
@@ -174,7 +188,28 @@ def test_fallback_positions_both_encodings():
         container.decode_positions(bytes([container.FB_DELTAS]) + container.encode_positions(mask)[1:], 10)
 
 
-# ---------------------------------------------------------------- damage
+def test_0d_array_keeps_its_shape():
+    # np.ascontiguousarray made a 0-d array 1-d: it came back with shape (1,) (plain ebzip keeps ())
+    x = np.array(3.25, np.float32)
+    c = ee.compress(x, 1e-3, "abs", **FAST)
+    assert ee.inspect(c)["fields"][0]["shape"] == []
+    for y in (ee.decompress(c), ebzip.decompress(bytes(c)), ebzip.decompress(bytes(c), enhance=False)):
+        assert y.shape == () and y.dtype == np.float32 and abs(float(y) - 3.25) <= 1e-3
+    assert ee.decompress(ee.compress(torch.tensor(3.25), 1e-3, "abs", **FAST)).shape == ()
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_big_endian_input(dtype):
+    # was refused: "compresses float32/float64 arrays; field 'x' is >f4" (plain ebzip takes either byte order)
+    native = np.dtype(dtype).newbyteorder("=")
+    x = smooth((24, 30), 4, native)
+    c = ee.compress(x.astype(dtype), 1e-2, "rel", **FAST)
+    y = ee.decompress(c)
+    assert y.dtype == native and y.dtype.isnative
+    check_bound(x, y, c.stats["x"]["eb_abs"])
+    assert bytes(c) == bytes(ee.compress(x, 1e-2, "rel", **FAST))  # the same container as the native array's
+
+
 
 
 def _section_offsets(blob):
@@ -230,6 +265,81 @@ def test_forged_config_with_valid_crcs_is_refused(single):
         ee.decompress(container.pack(sections))
 
 
+def _forge(blob, edit, weights=None):
+    """The container with its meta JSON edited (and its weights replaced if given), CRCs recomputed:
+    only the decoder's checks of the meta can catch it."""
+    meta, by_key = container.read(blob)
+    edit(meta)
+    secs = [(k, f, weights if weights is not None and k == container.WEIGHTS else bytes(p)) for (k, f), p in by_key.items()]
+    return container.pack([(container.META, 0, container.meta_payload(meta))] + secs)
+
+
+def _field(edit):
+    return lambda meta: edit(meta["fields"][0])
+
+
+def _enhancer(edit):
+    return lambda meta: edit(meta["fields"][0]["enhancer"])
+
+
+FORGED_FIELD = {  # the field's description; the base stream's header is authoritative
+    "eb_abs x1000": lambda f: f.update(eb_abs=f["eb_abs"] * 1000),  # decoded silently, 8x the bound
+    "eb_abs 1 ulp up": lambda f: f.update(eb_abs=float(np.nextafter(f["eb_abs"], np.inf))),
+    "eb_abs -1e30": lambda f: f.update(eb_abs=-1e30),  # decoded silently, 1e28 x the bound
+    "eb_abs NaN": lambda f: f.update(eb_abs=float("nan")),
+    "eb_abs inf": lambda f: f.update(eb_abs=float("inf")),
+    "eb_abs str": lambda f: f.update(eb_abs="abc"),  # raw ValueError
+    "eb_abs bool": lambda f: f.update(eb_abs=True),
+    "eb_abs missing": lambda f: f.pop("eb_abs"),  # raw KeyError
+    "name missing": lambda f: f.pop("name"),
+    "name list": lambda f: f.update(name=[1]),
+    "shape floats": lambda f: f.update(shape=[float(n) for n in f["shape"]]),
+    "dtype list": lambda f: f.update(dtype=["float32"]),
+    "entry empty": lambda f: f.clear(),
+}
+FORGED_ENHANCER = {
+    "regulation list": lambda e: e.update(regulation=["1x"]),  # raw TypeError (unhashable)
+    "dims str": lambda e: e.update(dims="2"),
+    "dims float": lambda e: e.update(dims=2.7),
+    "inputs float": lambda e: e.update(inputs=[0.5]),
+    "inputs str": lambda e: e.update(inputs="0"),
+    "scale str": lambda e: e.update(scale="0.5"),
+}
+
+
+@pytest.mark.parametrize("label", list(FORGED_FIELD) + list(FORGED_ENHANCER))
+def test_forged_meta_field_is_refused(single, label):
+    blob = bytes(single)
+    plain_too = label in FORGED_FIELD
+    edit = _field(FORGED_FIELD[label]) if plain_too else _enhancer(FORGED_ENHANCER[label])
+    forged = _forge(blob, edit)
+    with pytest.raises(ebzip.StreamError):
+        ee.decompress(forged)
+    if plain_too:  # the field's description is checked on the plain path too
+        with pytest.raises(ebzip.StreamError):
+            ebzip.decompress(forged, enhance=False)
+
+
+def test_forged_conv_dims_beyond_the_field_is_refused(single):
+    # 3-D convolutions on a 2-D field, with weights of the right length: was a raw RuntimeError from torch
+    e = ee.inspect(single)["fields"][0]["enhancer"]
+    w3 = bytes(2 * ee.model.n_params(e["in_channels"], e["channels"], e["blocks"], 3))
+    with pytest.raises(ebzip.StreamError, match="out of range"):
+        ee.decompress(_forge(bytes(single), _enhancer(lambda e: e.update(dims=3)), weights=w3))
+
+
+@pytest.mark.parametrize("value", ["yes", None])
+def test_forged_single_flag_is_refused(single, value):
+    with pytest.raises(ebzip.StreamError, match="single"):
+        ee.decompress(_forge(bytes(single), lambda m: m.update(single=value)))
+
+
+def test_integer_field_name_still_decodes(single):
+    # earlier versions wrote integer dict keys as JSON numbers (with verify=False): still read, as str
+    out = ebzip.decompress(_forge(bytes(single), lambda m: (m["fields"][0].update(name=7), m.update(single=False))))
+    assert list(out) == ["7"] and np.array_equal(out["7"], ee.decompress(single))
+
+
 # ---------------------------------------------------------------- without torch
 
 
@@ -257,6 +367,15 @@ def test_decode_without_torch(single, fields, no_torch):
     check_bound(fields["a"], plain, single.stats["x"]["eb_abs"])
     with pytest.raises(ImportError, match="torch"):
         ee.compress(fields["a"], 1e-2)
+
+
+@pytest.mark.parametrize("names", [(1, 2), (1, "1"), (("a",), "b")])
+def test_field_names_must_be_strings(fields, names):
+    # were: KeyError in compress's own verify step, StreamError "duplicate names", or (verify=False)
+    # a container whose names came back as strings
+    for verify in (True, False):
+        with pytest.raises(TypeError, match="field names must be str"):
+            ee.compress_fields(dict(zip(names, (fields["a"], fields["b"]))), 1e-2, verify=verify, **FAST)
 
 
 def test_bad_arguments(fields):

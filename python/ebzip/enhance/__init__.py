@@ -96,12 +96,15 @@ class Enhanced:
 # ---------------------------------------------------------------- helpers
 
 def _as_field(x, name) -> np.ndarray:
+    """The field as a C-contiguous float32/float64 array in native byte order, its shape kept."""
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
-    if a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"ebzip.enhance compresses float32/float64 arrays; field {name!r} is {a.dtype}")
-    return np.ascontiguousarray(a)
+    native = a.dtype.newbyteorder("=")
+    if native not in (np.float32, np.float64):
+        raise TypeError(f"ebzip.enhance compresses float32/float64 arrays (either byte order); field {name!r} "
+                        f"is {a.dtype}")
+    return np.asarray(a, dtype=native, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
 def _work_shape(shape: tuple) -> tuple:
@@ -218,7 +221,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     """Compress several fields (same grid when ``cross_field``), each with its own enhancer.
 
     Args:
-        fields: name -> float32/float64 array (numpy, or a torch tensor).
+        fields: name (str) -> float32/float64 array (numpy, or a torch tensor).
         eb, mode: the bound, as for :func:`ebzip.compress` (``"abs"`` or ``"rel"``);
             ``eb`` may be a dict name -> bound.
         cross_field: every field's network also sees the other fields' decompressed values.
@@ -247,6 +250,9 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     model = _torch_model()
     if not isinstance(fields, dict) or not fields:
         raise ValueError("fields must be a non-empty dict name -> array")
+    not_str = [n for n in fields if not isinstance(n, str)]
+    if not_str:  # names are stored as JSON strings and come back as decompress's keys
+        raise TypeError(f"field names must be str; got {not_str[0]!r} ({type(not_str[0]).__name__})")
     if regulation not in REGULATIONS:
         raise ValueError(f"regulation must be one of {sorted(REGULATIONS)}; got {regulation!r}")
     if mode not in ("abs", "rel"):
@@ -439,38 +445,71 @@ def inspect(data) -> dict:
     return container.read(bytes(data) if isinstance(data, Enhanced) else data)[0]
 
 
-def _check_config(entry: dict, n_fields: int) -> dict:
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_field(i: int, entry, recon: np.ndarray, base_eb_abs: float) -> tuple[str, float]:
+    """A field's description in the meta section, checked against its base stream (whose header is
+    authoritative): (name, eb_abs). eb_abs scales the learned correction: a forged one would move
+    values beyond the bound."""
+    try:
+        name, shape, dtype, eb_abs = (entry[k] for k in ("name", "shape", "dtype", "eb_abs"))
+    except (KeyError, TypeError) as e:
+        raise StreamError(f"enhancer container: field {i} description unreadable ({e!r})") from None
+    if not (isinstance(name, str) or _is_int(name)):  # integers: older versions wrote int keys (verify=False)
+        raise StreamError(f"enhancer container: field {i}'s name is not a string")
+    if (not isinstance(shape, list) or not all(_is_int(n) for n in shape) or tuple(shape) != recon.shape
+            or dtype not in ("float32", "float64") or dtype != recon.dtype.name):
+        raise StreamError(f"enhancer container: field {i}'s base stream does not match its description")
+    if not (_is_number(eb_abs) and math.isfinite(eb_abs) and eb_abs >= 0 and eb_abs == base_eb_abs):
+        raise StreamError(f"enhancer container: field {i}'s eb_abs {eb_abs!r} is not its base stream's "
+                          f"bound {base_eb_abs!r}")
+    return str(name), float(eb_abs)
+
+
+def _check_config(entry: dict, n_fields: int, ndim: int) -> dict:
+    """An enhancer's configuration from the meta section, types and ranges checked (JSON numbers are
+    not converted: a string or a float where an integer belongs is refused)."""
     try:
         e = entry["enhancer"]
-        cfg = dict(dims=int(e["dims"]), in_channels=int(e["in_channels"]), channels=int(e["channels"]),
-                   blocks=int(e["blocks"]))
-        groups, inputs, edges = int(e["groups"]), [int(j) for j in e["inputs"]], [float(v) for v in e["group_edges"]]
-        regulation, scale = e["regulation"], float(e["scale"])
-    except (KeyError, TypeError, ValueError) as ex:
+        cfg = {k: e[k] for k in ("dims", "in_channels", "channels", "blocks")}
+        groups, inputs, edges, regulation, scale = (e[k] for k in ("groups", "inputs", "group_edges", "regulation",
+                                                                    "scale"))
+    except (KeyError, TypeError) as ex:
         raise StreamError(f"enhancer container: enhancer config unreadable ({ex!r})") from None
-    if (cfg["dims"] not in (2, 3) or not 1 <= cfg["channels"] <= _LIMITS["channels"]
+    if not (all(_is_int(v) for v in (*cfg.values(), groups)) and isinstance(inputs, list)
+            and all(_is_int(j) for j in inputs) and isinstance(edges, list) and all(_is_number(v) for v in edges)
+            and isinstance(regulation, str) and _is_number(scale)):
+        raise StreamError("enhancer container: enhancer config has a value of the wrong type")
+    if (cfg["dims"] not in (2, 3) or cfg["dims"] > ndim or not 1 <= cfg["channels"] <= _LIMITS["channels"]
             or not 0 <= cfg["blocks"] <= _LIMITS["blocks"] or not 1 <= groups <= _LIMITS["groups"]
             or cfg["in_channels"] != 2 * len(inputs) or not 1 <= len(inputs) <= _LIMITS["in_channels"]
             or any(not 0 <= j < n_fields for j in inputs) or len(edges) != groups - 1
             or regulation not in REGULATIONS or not 0 <= scale <= 1):
         raise StreamError("enhancer container: enhancer config out of range")
-    return dict(cfg=cfg, groups=groups, inputs=inputs, edges=edges, regulation=regulation, scale=scale)
+    return dict(cfg=cfg, groups=groups, inputs=inputs, edges=[float(v) for v in edges], regulation=regulation,
+                scale=float(scale))
 
 
 def _decode(data, *, enhance: bool, threads, device, with_meta: bool = False):
     meta, by_key = container.read(data)
     fields = meta["fields"]
-    recons = []
+    single = meta.get("single")
+    if not isinstance(single, bool) or (single and len(fields) != 1):
+        raise StreamError(f"enhancer container: 'single' is {single!r} with {len(fields)} fields")
+    recons, names, ebs = [], [], []
     for i, entry in enumerate(fields):
-        try:
-            y = api.decompress(by_key[(container.BASE, i)])
-            shape, dtype = tuple(entry["shape"]), np.dtype(entry["dtype"])
-        except (KeyError, TypeError) as e:
-            raise StreamError(f"enhancer container: field {i} description unreadable ({e!r})") from None
-        if y.shape != shape or y.dtype != dtype:
-            raise StreamError(f"enhancer container: field {i}'s base stream does not match its description")
+        base = by_key[(container.BASE, i)]
+        y = api.decompress(base)
+        name, eb_abs = _check_field(i, entry, y, api.inspect(base)["eb_abs"])
         recons.append(y)
-    names = [str(e.get("name", i)) for i, e in enumerate(fields)]
+        names.append(name)
+        ebs.append(eb_abs)
     if len(set(names)) != len(names):
         raise StreamError("enhancer container: duplicate field names")
     out = dict(zip(names, recons))
@@ -480,7 +519,7 @@ def _decode(data, *, enhance: bool, threads, device, with_meta: bool = False):
         dev = model.device_for(device)
         for i in wanted:
             entry, recon = fields[i], recons[i]
-            c = _check_config(entry, len(fields))
+            c = _check_config(entry, len(fields), len(_work_shape(recon.shape)))
             if any(recons[j].shape != recon.shape for j in c["inputs"]):
                 raise StreamError("enhancer container: cross-field inputs are not on the field's grid")
             weights, norm, fb = (by_key.get((k, i)) for k in (container.WEIGHTS, container.NORM, container.FALLBACK))
@@ -495,9 +534,8 @@ def _decode(data, *, enhance: bool, threads, device, with_meta: bool = False):
                 raise StreamError(f"enhancer container: field {i}'s normalisation constants have the wrong length")
             nv = np.frombuffer(bytes(norm), dtype="<f8").reshape(-1, 2)
             fallback = container.decode_positions(fb, recon.size).reshape(recon.shape)
-            eb_abs = float(entry["eb_abs"])
+            eb_abs = ebs[i]
             wshape = _work_shape(recon.shape)
-            ebs = [float(fields[j]["eb_abs"]) for j in range(len(fields))]
             norms = {j: tuple(nv[k]) for k, j in enumerate(c["inputs"])}
             inputs = _features(recons, norms, ebs, c["inputs"], wshape, c["cfg"]["dims"])
             with model.torch_threads(threads):

@@ -48,10 +48,15 @@ def n_params(in_channels: int, channels: int, blocks: int, dims: int) -> int:
 
 
 def build(cfg: dict, count: int = 1, seed: int | None = None) -> list[ResidualCNN]:
-    """``count`` networks of the configuration; initialised from ``seed`` when given."""
-    if seed is not None:
-        torch.manual_seed(seed)
-    return [ResidualCNN(cfg["in_channels"], cfg["channels"], cfg["blocks"], cfg["dims"]) for _ in range(count)]
+    """``count`` networks of the configuration; initialised from ``seed`` when given.
+
+    The caller's torch RNG state is left as it was (fork_rng). The networks are built on the CPU,
+    whose generator is seeded as torch.manual_seed(seed) seeds it: the same initial weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.random.default_generator.manual_seed(seed)
+        return [ResidualCNN(cfg["in_channels"], cfg["channels"], cfg["blocks"], cfg["dims"]) for _ in range(count)]
 
 
 def weights_to_fp16(models: list[ResidualCNN]) -> bytes:
