@@ -507,6 +507,13 @@ def test_out_torch_wrong_shape_or_dtype():
             ebzip.decompress(c, out=out)
 
 
+def test_repr_of_a_buffer_that_is_not_a_stream():
+    for c in (ebzip.Compressed(), ebzip.Compressed(b"xyz")):
+        assert "not a valid stream" in repr(c)
+        with pytest.raises(ebzip.StreamError):
+            ebzip.decompress(c)
+
+
 def test_bfloat16_bit_patterns_in_either_byte_order():
     bits = np.array([0x3F80, 0x4000, 0xC040, 0x7FC0], dtype=np.uint16)  # 1, 2, -3, NaN
     expected = bytes(ebzip.compress(bits, 1e-2, dtype="bfloat16"))

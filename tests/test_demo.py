@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import ebzip
 from ebzip.demo import run_demo
@@ -27,10 +28,23 @@ def test_run_demo_small(capsys):
     assert "Gray-Scott" in out and "within its bound" in out
 
 
+@pytest.mark.parametrize("size", [16, 24, 48])
+def test_small_demo_fields_have_a_pattern(size):
+    """Sizes 16-48 decayed to a constant (and the demo then divided by a bound of 0)."""
+    assert np.ptp(gray_scott(size=size, snapshots=2)) > 0.1
+
+
+def test_demo_cli_bad_options_are_one_line_errors():
+    for args in (["--size", "8"], ["--snapshots", "0"], ["--threads", "-1"]):
+        p = _run("-m", "ebzip", "demo", *args)
+        assert p.returncode != 0 and "Traceback" not in p.stderr and "Error:" in p.stderr, args
+
+
 def test_demo_field_roundtrip():
     """The simulated field itself, checked independently of the demo's own report."""
     field = gray_scott(size=32, snapshots=3)
     assert field.shape == (3, 32, 32) and field.dtype == np.float32 and np.isfinite(field).all()
+    assert np.ptp(field) > 0.1  # a pattern, not the constant a too-small seed patch decays to
     for rel in (1e-2, 1e-4):
         c = ebzip.compress(field, rel, mode="rel")
         y = ebzip.decompress(c)

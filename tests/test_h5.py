@@ -112,6 +112,38 @@ def test_refuses_non_float_and_scalar(tmp_path):
             eh.create_dataset(f, "s", (), np.float32, eh.resolve_params("abs", 1, None))
 
 
+def test_chunk_of_another_shape_or_dtype_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A stored chunk's header is checked first: a forged chunk claiming 2**28 elements was decoded (1 GiB)
+    before being refused."""
+    big = ebzip.compress(np.zeros(2**20, np.float32), 1e-3)
+    f64 = ebzip.compress(np.zeros(10, np.float64), 1e-3)
+    decoded = []
+    real = ebzip.api.decompress
+    monkeypatch.setattr(ebzip.api, "decompress", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        d = eh.create_dataset(f, "x", (10,), np.float32, eh.resolve_params("abs", 1e-3, None), (10,))
+        for stream, what in ((big, "shape"), (f64, "float64")):
+            eh.write_chunk(d, (0,), bytes(stream))
+            with pytest.raises(ebzip.StreamError, match=what):
+                eh.read(d)
+    assert not decoded
+
+
+def test_read_into_out(tmp_path):
+    x = smooth_field((12, 10), 5)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        d = eh.write(f, "x", x, eb=1e-2, mode="rel", chunks=(5, 10))
+        plain = f.create_dataset("plain", data=x)
+        for dset in (d, plain):
+            out = np.zeros((12, 10), x.dtype)
+            assert eh.read(dset, out=out) is out and np.array_equal(out, eh.read(dset))
+            out = np.zeros(10, x.dtype)
+            assert eh.read(dset, (3,), out=out) is out and np.array_equal(out, eh.read(dset)[3])
+            for bad in (np.zeros((10, 12), x.dtype), np.zeros((12, 10), np.float64), np.zeros((12, 20), x.dtype)[:, ::2]):
+                with pytest.raises(ValueError, match="out"):
+                    eh.read(dset, out=bad)
+
+
 def test_corrupt_chunk_raises_stream_error(tmp_path):
     x = smooth_field((16, 16), 4)
     with h5py.File(tmp_path / "a.h5", "w") as f:

@@ -140,6 +140,10 @@ class Compressed(_core.StreamBuffer):
         return (_unpickle, (bytes(self), self._origin))
 
     def __repr__(self) -> str:
+        try:
+            self.info
+        except StreamError as e:  # (built from arbitrary bytes: repr must not raise)
+            return f"<ebzip.Compressed {self.nbytes} bytes, not a valid stream: {e}>"
         return (f"<ebzip.Compressed {self.dtype_name}{list(self.shape)} {self.mode} eb={self.eb:g} "
                 f"(abs {self.eb_abs:g}) {self.nbytes} bytes, ratio {self.ratio:.2f}>")
 

@@ -242,6 +242,7 @@ def cli(ctx):
 @click.option("--size", type=int, default=256, show_default=True, help="grid edge of the simulation")
 @click.option("--snapshots", type=int, default=32, show_default=True, help="snapshots stacked into a 3-D field")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all)")
+@_errors
 def demo(size, snapshots, threads):
     """Compress a simulated field at several bounds and report the results."""
     from .demo import run_demo

@@ -277,12 +277,12 @@ def threads_for(n_elems: int, block_elems: int = 1 << 18, threads: int | None = 
 def decode_chunk(payload, dset_dtype, chunks, threads: int | None = None) -> np.ndarray:
     """Decode one stored chunk and check it is what the dataset says it is."""
     head = api.inspect(payload)
-    y = api.decompress(payload, threads=threads_for(math.prod(head["shape"]), head["block_elems"], threads))
-    if tuple(y.shape) != tuple(chunks):
-        raise api.StreamError(f"chunk holds shape {tuple(y.shape)}, the dataset's chunks are {tuple(chunks)}")
-    if np.dtype(y.dtype).itemsize != np.dtype(dset_dtype).itemsize or np.dtype(y.dtype).kind != "f":
-        raise api.StreamError(f"chunk holds {y.dtype}, the dataset is {dset_dtype}")
-    return y
+    # checked from the header, before decoding: a forged chunk could claim 2**32 elements
+    if tuple(head["shape"]) != tuple(chunks):
+        raise api.StreamError(f"chunk holds shape {tuple(head['shape'])}, the dataset's chunks are {tuple(chunks)}")
+    if np.dtype(dset_dtype).kind != "f" or head["dtype"] != f"float{8 * np.dtype(dset_dtype).itemsize}":
+        raise api.StreamError(f"chunk holds {head['dtype']}, the dataset is {dset_dtype}")
+    return api.decompress(payload, threads=threads_for(math.prod(head["shape"]), head["block_elems"], threads))
 
 
 def _chunk_allocated(dset, offset) -> bool:
@@ -328,10 +328,16 @@ def read(dset, selection=None, out: np.ndarray | None = None) -> np.ndarray:
     """Read an ebzip dataset (or any dataset) without the filter plugin.
 
     ``selection``: None for everything, or a tuple of slices with step 1 (an
-    int picks one index and drops that axis).
+    int picks one index and drops that axis). ``out``: a writable C-contiguous
+    array of the result's shape and the dataset's dtype, filled and returned.
     """
     if not is_ebzip(dset):
-        return dset[()] if selection is None else dset[selection]
+        data = dset[()] if selection is None else dset[selection]
+        if out is None:
+            return data
+        _check_out(out, np.shape(data), dset.dtype)
+        out[...] = data
+        return out
     shape = dset.shape
     if selection is None:
         selection = ()
@@ -356,7 +362,9 @@ def read(dset, selection=None, out: np.ndarray | None = None) -> np.ndarray:
         else:
             raise TypeError(f"unsupported selection {s!r}: use ints and slices")
     out_shape = tuple(b - a for a, b in sel)
-    result = np.empty(out_shape, dtype=dset.dtype) if out is None else out.reshape(out_shape)
+    if out is not None:
+        _check_out(out, tuple(n for axis, n in enumerate(out_shape) if axis not in drop), dset.dtype)
+    result = np.empty(out_shape, dtype=dset.dtype) if out is None else out.reshape(out_shape)  # (a view)
     if result.size:
         chunks = dset.chunks
         ranges = [range((a // c) * c, b, c) for (a, b), c in zip(sel, chunks)]
@@ -368,8 +376,19 @@ def read(dset, selection=None, out: np.ndarray | None = None) -> np.ndarray:
                 src.append(slice(lo - o, hi - o))
                 dst.append(slice(lo - a, hi - a))
             result[tuple(dst)] = block[tuple(src)]
+    if out is not None:
+        return out
     keep = tuple(0 if i in drop else slice(None) for i in range(len(shape)))
     return result[keep] if drop else result
+
+
+def _check_out(out, shape: tuple, dtype) -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array; got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out has shape {out.shape} / {out.dtype}; the selection is {tuple(shape)} / {dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writable C-contiguous array")
 
 
 # ------------------------------------------------------------------ writing

@@ -36,7 +36,7 @@ def gray_scott(size: int = 256, snapshots: int = 32, warmup: int = 2000, every: 
     v = np.zeros((size, size), dtype=np.float32)
     for _ in range(max(1, size // 32)):  # a few seeded square perturbations
         cy, cx = rng.integers(0, size - size // 8, size=2)
-        r = size // 16
+        r = max(size // 16, 4)  # (smaller patches die out on small grids: a constant field)
         u[cy:cy + r, cx:cx + r] = 0.5
         v[cy:cy + r, cx:cx + r] = 0.25
     v += 0.01 * rng.random((size, size), dtype=np.float32)
