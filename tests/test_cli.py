@@ -149,6 +149,27 @@ def test_verify_catches_a_violation(rich, tmp_path):
     assert failing == {"/data/temp", "/data/hard"}  # /labels is /data/hard (one object, listed once)
 
 
+def test_verify_requires_a_float_dataset_not_compressed_to_be_identical(tmp_path):
+    x = np.linspace(0, 1, 1000, dtype="f4")
+    a, b, c = (str(tmp_path / n) for n in ("a.h5", "b.h5", "c.h5"))
+    with h5py.File(a, "w") as f:
+        f["x"] = x
+    with h5py.File(b, "w") as f:
+        f["x"] = x + 100  # a plain float dataset: nothing records a bound for it
+    with h5py.File(c, "w") as f:
+        y = x.copy()
+        y[0] = -0.0  # +0 -> -0: no error at all, but not the same bits
+        f["x"] = y
+    for other in (b, c):
+        r = run("verify", a, other)
+        assert r.exit_code == 1, r.output
+        assert "values differ" in next(ln for ln in r.output.splitlines() if ln.startswith("/x"))
+    assert run("verify", a, a).exit_code == 0
+    # with --eb the given bound decides (how a decompressed file is checked)
+    assert run("verify", a, c, "--eb", "1e-3").exit_code == 0
+    assert run("verify", a, b, "--eb", "1e-3").exit_code == 1
+
+
 def test_include_exclude_and_eb_for(tmp_path):
     src = make_rich_file(str(tmp_path / "in.h5"))
     out = str(tmp_path / "out.h5")

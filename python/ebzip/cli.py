@@ -497,8 +497,9 @@ def verify(orig, compressed, eb, mode, progress):
     """Check a compressed file against its original: max error / bound and PSNR per dataset.
 
     HDF5: every dataset of ORIG against the same path in COMPRESSED (ebzip
-    datasets against the bound each chunk records; non-float datasets must be
-    identical). Raw: ORIG a raw binary array, COMPRESSED its ebzip stream.
+    datasets against the bound each chunk records; every other dataset must be
+    identical, a float one unless --eb is given). Raw: ORIG a raw binary
+    array, COMPRESSED its ebzip stream.
     Exits 1 on any violation.
     """
     mode = mode.lower()

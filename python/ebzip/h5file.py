@@ -701,8 +701,9 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
 
     Floating-point datasets: max error, the bound (recorded in each ebzip
     chunk, or ``eb``/``mode`` if given: ``rel`` is relative to the original's
-    value range), max error / bound, PSNR, NaN/Inf kept bit-exactly. Other
-    datasets must be identical. ``ok`` is False on any violation.
+    value range), max error / bound, PSNR, NaN/Inf kept bit-exactly; one
+    that is not ebzip-compressed must be identical unless ``eb`` is given.
+    Other datasets must be identical. ``ok`` is False on any violation.
     """
     for p in (orig_path, comp_path):
         if not os.path.isfile(p):
@@ -742,12 +743,17 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
                         bar.update(y.size * od.dtype.itemsize)
                 rep.note = h5.filter_params(cd).describe()
             else:
+                identical = True
                 for region in _slabs(shape, od.dtype.itemsize):
-                    x = read_region(od, region)
-                    st.add(x, cd[region], None)
+                    x, y = read_region(od, region), cd[region]
+                    st.add(x, y, None)
+                    identical = identical and _eq(x, y)
                     if bar is not None:
                         bar.update(x.size * od.dtype.itemsize)
                 rep.note = "not ebzip-compressed"
+                if eb is None and not identical:  # nothing to check it against: a copy must be exact
+                    rep.ok = False
+                    rep.note += "; values differ"
             rep.max_err, rep.psnr, rep.nonfinite_mismatch = st.max_err, st.psnr, st.bad_nonfinite
             if eb is not None:  # the user's bound, on the whole dataset
                 if mode == "abs":
