@@ -170,6 +170,25 @@ def test_verify_requires_a_float_dataset_not_compressed_to_be_identical(tmp_path
     assert run("verify", a, b, "--eb", "1e-3").exit_code == 1
 
 
+def test_verify_handles_long_double_and_complex(tmp_path):
+    src, out = str(tmp_path / "q.h5"), str(tmp_path / "qc.h5")
+    with h5py.File(src, "w") as f:
+        f["x"] = np.linspace(0, 1, 100, dtype="f4")
+        f["ld"] = np.array([1, np.nan, -0.0, 3], np.longdouble)
+        f["cx"] = np.array([1 + 2j, complex(np.nan, 1)], np.complex128)
+    assert run("compress", src, out, "--eb", "1e-3", "-q").exit_code == 0
+    for other in (src, out):
+        r = run("verify", src, other)
+        assert r.exit_code == 0, r.output
+    with h5py.File(out, "r+") as f:
+        f["ld"][3] = 4
+        f["cx"][0] = 1 + 3j
+    r = run("verify", src, out)
+    assert r.exit_code == 1 and "Error" not in r.output
+    failing = {ln.split()[0] for ln in r.output.splitlines() if "FAIL" in ln and ln.startswith("/")}
+    assert failing == {"/ld", "/cx"}
+
+
 def test_include_exclude_and_eb_for(tmp_path):
     src = make_rich_file(str(tmp_path / "in.h5"))
     out = str(tmp_path / "out.h5")

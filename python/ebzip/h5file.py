@@ -798,10 +798,22 @@ def _same_values(a, b) -> bool:
 
 
 def _eq(x, y) -> bool:
+    """Identical values: floats bit for bit (NaN payloads and the sign of zero included, either byte
+    order), complex numbers part by part, anything else by ``==`` or, failing that, its bytes."""
     x, y = np.asarray(x), np.asarray(y)
-    if x.dtype.kind == "f":
-        return x.shape == y.shape and bool(np.array_equal(x.view(f"u{x.dtype.itemsize}"),
-                                                          y.astype(x.dtype).view(f"u{x.dtype.itemsize}")))
+    if x.shape != y.shape:
+        return False
+    if x.dtype.kind == "c" and y.dtype.kind == "c":
+        y = y.astype(x.dtype)
+        return _eq(x.real, y.real) and _eq(x.imag, y.imag)
+    if x.dtype.kind == "f" and y.dtype.kind == "f":
+        y = np.ascontiguousarray(y, dtype=x.dtype)
+        x = np.ascontiguousarray(x)
+        if x.dtype.itemsize in (2, 4, 8):
+            u = f"u{x.dtype.itemsize}"
+            return bool(np.array_equal(x.view(u), y.view(u)))
+        # long double: its storage has padding bytes that hold no value, so compare values
+        return bool(np.array_equal(x, y, equal_nan=True)) and bool(np.array_equal(np.signbit(x), np.signbit(y)))
     try:
         return bool(np.array_equal(x, y))
     except Exception:
