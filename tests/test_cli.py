@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +188,33 @@ def test_verify_handles_long_double_and_complex(tmp_path):
     assert r.exit_code == 1 and "Error" not in r.output
     failing = {ln.split()[0] for ln in r.output.splitlines() if "FAIL" in ln and ln.startswith("/")}
     assert failing == {"/ld", "/cx"}
+
+
+def test_verify_compares_references_by_what_they_point_to(tmp_path):
+    src, out, bad = (str(tmp_path / n) for n in ("r.h5", "rc.h5", "rb.h5"))
+    with h5py.File(src, "w") as f:
+        d = f.create_dataset("x", data=np.linspace(0, 1, 1000, dtype="f4"))
+        f.create_dataset("y", data=np.arange(5))
+        f.create_dataset("refs", data=[d.ref, f["y"].ref, h5py.Reference()], dtype=h5py.ref_dtype)
+        f.create_dataset("regions", data=[d.regionref[10:20]], dtype=h5py.regionref_dtype)
+    assert run("compress", src, out, "--eb", "1e-3", "-q").exit_code == 0
+    with h5py.File(out, "r") as f:
+        assert f[f["refs"][0]].name == "/x"
+    r = run("verify", src, out)
+    refs_row = next(ln for ln in r.output.splitlines() if ln.startswith("/refs"))
+    assert "ok" in refs_row and "identical" in refs_row
+    # a copy whose references point elsewhere fails
+    shutil.copy(src, bad)
+    with h5py.File(bad, "r+") as f:
+        f["refs"][0] = f["y"].ref
+    r = run("verify", src, bad)
+    assert r.exit_code == 1
+    assert "FAIL" in next(ln for ln in r.output.splitlines() if ln.startswith("/refs"))
+    assert "ok" in next(ln for ln in r.output.splitlines() if ln.startswith("/regions"))  # itself
+    with h5py.File(bad, "r+") as f:
+        f["regions"][0] = f["x"].regionref[10:21]
+    r = run("verify", src, bad)
+    assert "FAIL" in next(ln for ln in r.output.splitlines() if ln.startswith("/regions"))
 
 
 def test_include_exclude_and_eb_for(tmp_path):

@@ -703,7 +703,8 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
     chunk, or ``eb``/``mode`` if given: ``rel`` is relative to the original's
     value range), max error / bound, PSNR, NaN/Inf kept bit-exactly; one
     that is not ebzip-compressed must be identical unless ``eb`` is given.
-    Other datasets must be identical. ``ok`` is False on any violation.
+    Other datasets must be identical (references: pointing to the same
+    objects). ``ok`` is False on any violation.
     """
     for p in (orig_path, comp_path):
         if not os.path.isfile(p):
@@ -788,12 +789,40 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
 def _same_values(a, b) -> bool:
     if a.shape is None or b.shape is None:
         return a.shape == b.shape
+    if _is_ref_dtype(a.dtype) or _is_ref_dtype(b.dtype):
+        return _same_refs(a, b)
     if len(a.shape) == 0 or a.size == 0:
         x, y = a[()], b[()]
         return _eq(x, y)
     for region in _slabs(a.shape, max(a.dtype.itemsize, 8)):
         if not _eq(a[region], b[region]):
             return False
+    return True
+
+
+def _same_refs(a, b) -> bool:
+    """Reference datasets: equal when each pair of references points to the same object (by path:
+    a copy's references hold other addresses) and, for region references, the same selection."""
+    if h5py.check_ref_dtype(a.dtype) is not h5py.check_ref_dtype(b.dtype):
+        return False
+    x, y = np.asarray(a[()], dtype=object), np.asarray(b[()], dtype=object)
+    if x.shape != y.shape:
+        return False
+    return all(_same_target(a.file, r, b.file, s) for r, s in zip(x.flat, y.flat))
+
+
+def _same_target(fa, r, fb, s) -> bool:
+    if not r or not s:  # null references
+        return not r and not s
+    try:
+        ta, tb = fa[r], fb[s]
+        name = ta.name
+        if not name or fb.get(name) != tb:
+            return False
+        if isinstance(r, h5py.RegionReference):
+            return h5py.h5r.get_region(r, fa.id).encode() == h5py.h5r.get_region(s, fb.id).encode()
+    except Exception:  # a dangling reference, or one HDF5 cannot resolve
+        return False
     return True
 
 
