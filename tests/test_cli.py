@@ -403,6 +403,16 @@ def test_raw_errors(raw, tmp_path):
     assert not (tmp_path / "j.out").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("dims", [["-1", "0"], ["-2", "0", "5"], ["-3", "4", "0", "2"], ["-1", "-3"]])
+def test_raw_zero_or_negative_dimension_is_named(tmp_path, dims):
+    empty = tmp_path / "z.f32"
+    empty.write_bytes(b"")
+    for cmd in (["compress", "-i", empty, "-o", tmp_path / "z.ebz"], ["estimate", empty]):
+        r = run(*cmd, "-f", *dims, "-a", "1")
+        assert r.exit_code == 2 and "dimensions must be positive" in r.output, r.output
+    assert not (tmp_path / "z.ebz").exists()
+
+
 def test_raw_stdin_stdout_pipeline(raw, tmp_path):
     x, path = raw
     comp = subprocess.run([sys.executable, "-m", "ebzip", "compress", "-i", "-", "-o", "-", "-f", "-3", "40", "24",

@@ -121,7 +121,7 @@ def _resolve_bound(eb, mode, M, A, R, a_zfp, required=True):
 
 
 def _raw_dims(d1, d2, d3, d4):
-    dims = [d for d in (d1, d2, d3, d4) if d]
+    dims = [d for d in (d1, d2, d3, d4) if d is not None and d != ()]  # (-1 0 is given, and wrong)
     if len(dims) > 1:
         raise click.UsageError("give one of -1, -2, -3, -4")
     if not dims:
