@@ -426,6 +426,27 @@ def test_raw_stdin_stdout_pipeline(raw, tmp_path):
     assert np.abs(x - y).max() <= 0.05
 
 
+@pytest.mark.parametrize("closed", [0, 1])
+def test_raw_closed_stdin_or_stdout_is_a_clear_error(raw, tmp_path, closed):
+    x, path = raw
+    z = tmp_path / "x.ebz"
+    assert run("compress", "-i", path, "-o", z, "-f", "-3", 40, 24, 16, "-A", "0.05", "-q").exit_code == 0
+    if closed == 0:  # `<&-`
+        cmds = [["compress", "-i", "-", "-o", tmp_path / "o.ebz", "-f", "-1", "10", "-a", "1"],
+                ["decompress", "-", tmp_path / "o.out"], ["estimate", "-", "-f", "-1", "10", "-a", "1"]]
+        word = "standard input is closed"
+    else:  # `>&-`
+        cmds = [["compress", "-i", path, "-o", "-", "-f", "-3", "40", "24", "16", "-a", "1"],
+                ["decompress", z, "-", "-q"]]
+        word = "standard output is closed"
+    for cmd in cmds:
+        p = subprocess.run([sys.executable, "-m", "ebzip", *map(str, cmd)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(closed))
+        assert p.returncode == 1, (cmd, p.stderr)
+        assert word in p.stderr and "Traceback" not in p.stderr, (cmd, p.stderr)
+    assert not (tmp_path / "o.ebz").exists() and not (tmp_path / "o.out").exists()
+
+
 def test_raw_estimate(raw):
     x, path = raw
     r = run("estimate", path, "-f", "-3", 40, 24, 16, "--eb", "1e-3", "--sample", "0.25")

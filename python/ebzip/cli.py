@@ -144,9 +144,18 @@ def _raw_dtype(f, d, dtype):
     return picks[0] if picks else "float32"
 
 
+def _stdio(name: str):
+    """The binary stream under stdin or stdout (the path '-'), or a clear error where it is closed."""
+    stream = getattr(sys, name)
+    if stream is None:  # the process started with it closed (`<&-`, `>&-`): Python gives None
+        raise click.ClickException(f"standard {'input' if name == 'stdin' else 'output'} is closed; "
+                                   "give a file instead of '-'")
+    return stream.buffer
+
+
 def _read_input_bytes(path: str) -> bytes:
     if path == "-":
-        return sys.stdin.buffer.read()
+        return _stdio("stdin").read()
     if not os.path.exists(path):
         raise click.ClickException(f"no such file: {path}")
     with open(path, "rb") as f:
@@ -159,7 +168,7 @@ def _load_raw(path: str, dtype: str, shape):
     store = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
     n = math.prod(shape)
     if path == "-":
-        data = sys.stdin.buffer.read()
+        data = _stdio("stdin").read()
         size = len(data)
     else:
         if not os.path.exists(path):
@@ -179,9 +188,10 @@ def _load_raw(path: str, dtype: str, shape):
 def _write_output_bytes(out: str, inputs, force: bool, chunks):
     """Write an iterable of bytes-like objects to ``out`` ('-': stdout) atomically."""
     if out == "-":
+        stdout = _stdio("stdout")
         for c in chunks:
-            sys.stdout.buffer.write(memoryview(c).cast("B"))
-        sys.stdout.buffer.flush()
+            stdout.write(memoryview(c).cast("B"))
+        stdout.flush()
         return
     from ._io import atomic_output
 
@@ -360,6 +370,10 @@ def _pick_paths(pos, i, o, z, which):
         raise click.UsageError("missing the input: IN (or -i IN)")
     if not dst:
         raise click.UsageError("missing the output: OUT (or -o OUT)")
+    if src == "-":
+        _stdio("stdin")  # closed: say so before any work
+    if dst == "-":
+        _stdio("stdout")
     return src, dst
 
 
