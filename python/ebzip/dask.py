@@ -33,6 +33,8 @@ from . import api
 
 def value_range(x) -> float | None:
     """max - min over the finite values of a dask array (one pass); None if none is finite."""
+    if x.size == 0:  # (numpy's min/max refuse an empty array)
+        return None
     finite = da.isfinite(x)
     lo = da.where(finite, x, np.inf).min()
     hi = da.where(finite, x, -np.inf).max()
