@@ -52,6 +52,14 @@ def test_to_zarr_on_local_cluster(client, tmp_path, zarr_format):
     assert err <= 1e-3 * vr  # relative to the whole array's range, not each chunk's
 
 
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_to_zarr_of_a_big_endian_array_round_trips(tmp_path, zarr_format):
+    x = np.linspace(270, 305, 1000).astype(">f4")
+    ed.to_zarr(da.from_array(x, chunks=250), str(tmp_path / "be.zarr"), 1e-3, "abs", zarr_format=zarr_format)
+    y = ed.from_zarr(str(tmp_path / "be.zarr")).compute()
+    assert np.abs(y.astype(np.float64) - x.astype(np.float64)).max() <= 1e-3
+
+
 def test_to_zarr_rechunks_irregular_and_refuses_ints(client, tmp_path):
     x = smooth((50, 30), ((10, 20, 20), (30,)))
     z = ed.to_zarr(x, str(tmp_path / "b.zarr"), 0.01, "abs")
