@@ -289,6 +289,23 @@ def test_force_replaces_an_existing_output(rich, tmp_path):
     assert eh.is_ebzip(h5py.File(out, "r")["data/temp"])
 
 
+def test_user_block_bytes_are_kept(tmp_path):
+    src, comp, dec = (str(tmp_path / n) for n in ("ub.h5", "ubc.h5", "ubd.h5"))
+    with h5py.File(src, "w", userblock_size=512) as f:
+        f["x"] = np.linspace(0, 1, 1000, dtype="f4")
+    block = b"MY USER BLOCK HEADER v1" + bytes(range(256)) * 2
+    with open(src, "r+b") as f:
+        f.write(block[:512])
+    assert run("compress", src, comp, "--eb", "1e-3", "-q").exit_code == 0
+    assert run("decompress", comp, dec, "-q").exit_code == 0
+    for path in (comp, dec):
+        with open(path, "rb") as f:
+            assert f.read(512) == block[:512], path
+        with h5py.File(path, "r") as f:
+            assert f.userblock_size == 512
+    assert run("verify", src, comp).exit_code == 0 and run("verify", src, dec, "--eb", "1e-3").exit_code == 0
+
+
 def test_interrupt_leaves_no_output(tmp_path, monkeypatch):
     src = make_rich_file(str(tmp_path / "in.h5"))
     calls = []

@@ -6,7 +6,8 @@ patterns select) becomes an ebzip dataset (see :mod:`ebzip.h5`); everything
 else is copied as it is: groups and their creation properties, attributes
 (with their HDF5 types), integer, string, compound and reference datasets
 (chunks copied raw, so their filters and chunking are kept bit for bit), soft
-and external links, hard links, dimension scales and their attachments.
+and external links, hard links, dimension scales and their attachments, the
+user block.
 
 Work goes chunk by chunk, so memory stays bounded by a few chunks whatever
 the file's size. Chunks are compressed by a local thread pool, or by the
@@ -501,6 +502,14 @@ def _progress(total, enabled, desc):
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
 
 
+def _copy_userblock(src_path: str, dst_path: str, size: int) -> None:
+    """The user block's bytes belong to the application, not HDF5, which writes zeros: copy them."""
+    if not size:
+        return
+    with open(src_path, "rb") as src, open(dst_path, "r+b") as dst:
+        dst.write(src.read(size))
+
+
 def compress_file(src_path: str, dst_path: str, eb: float, mode: str = "rel", *, include=(), exclude=(),
                   eb_for=(), threads: int | None = None, scheduler=None, force: bool = False,
                   progress: bool = False, warn=None) -> list[DatasetReport]:
@@ -556,6 +565,7 @@ def compress_file(src_path: str, dst_path: str, eb: float, mode: str = "rel", *,
             with atomic_output(dst_path, [src_path], force) as tmp:
                 with h5py.File(tmp, "w", userblock_size=src.userblock_size or 0) as dst:
                     _Copier(src, dst, transform, warn).run()
+                _copy_userblock(src_path, tmp, src.userblock_size)
             if bar is not None:
                 bar.close()
     finally:
@@ -606,6 +616,7 @@ def decompress_file(src_path: str, dst_path: str, *, force: bool = False, progre
         with atomic_output(dst_path, [src_path], force) as tmp:
             with h5py.File(tmp, "w", userblock_size=src.userblock_size or 0) as dst:
                 _Copier(src, dst, transform, warn).run()
+            _copy_userblock(src_path, tmp, src.userblock_size)
         if bar is not None:
             bar.close()
     return reports
