@@ -289,6 +289,27 @@ def test_force_replaces_an_existing_output(rich, tmp_path):
     assert eh.is_ebzip(h5py.File(out, "r")["data/temp"])
 
 
+def test_outputs_get_the_usual_permissions(tmp_path):
+    src = make_rich_file(str(tmp_path / "in.h5"))
+    x = np.arange(100, dtype="f4")
+    x.tofile(tmp_path / "x.f32")
+    old = os.umask(0o027)
+    try:
+        assert run("compress", src, tmp_path / "c.h5", "--eb", "1e-3", "-q").exit_code == 0
+        assert run("decompress", tmp_path / "c.h5", tmp_path / "d.h5", "-q").exit_code == 0
+        assert run("compress", "-i", tmp_path / "x.f32", "-o", tmp_path / "x.ebz", "-f", "-1", 100, "-a", 1,
+                   "-q").exit_code == 0
+        assert run("decompress", tmp_path / "x.ebz", tmp_path / "x.out", "-q").exit_code == 0
+        for name in ("c.h5", "d.h5", "x.ebz", "x.out"):  # 0666 less the umask, as open() gives (was 0600)
+            assert oct(os.stat(tmp_path / name).st_mode & 0o7777) == oct(0o640), name
+        # a replaced file keeps its permissions
+        os.chmod(tmp_path / "x.out", 0o604)
+        assert run("decompress", tmp_path / "x.ebz", tmp_path / "x.out", "--force", "-q").exit_code == 0
+        assert oct(os.stat(tmp_path / "x.out").st_mode & 0o7777) == oct(0o604)
+    finally:
+        os.umask(old)
+
+
 def test_user_block_bytes_are_kept(tmp_path):
     src, comp, dec = (str(tmp_path / n) for n in ("ub.h5", "ubc.h5", "ubd.h5"))
     with h5py.File(src, "w", userblock_size=512) as f:

@@ -3,7 +3,9 @@
 :func:`atomic_output` hands out a temporary path in the destination's folder
 and moves it into place with :func:`os.replace` only when the work succeeded;
 on any error, Ctrl-C (KeyboardInterrupt) or SIGTERM included, the temporary
-file is removed and the destination is left as it was.
+file is removed and the destination is left as it was. The output gets the
+permissions a new file would (0666 less the umask), or those of the file it
+replaces.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import tempfile
 
 
@@ -39,6 +42,31 @@ def check_output(path: str, inputs=(), force: bool = False) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"the folder {folder} does not exist")
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: str) -> int:
+    """The permissions an output gets: those of the file it replaces (--force), else what open()
+    would give a new file (0666 less the umask); the temporary file starts at 0600."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode) & 0o777
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
 
 
 class _TermAsInterrupt:
@@ -70,6 +98,7 @@ def atomic_output(path: str, inputs=(), force: bool = False, suffix: str = ""):
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".ebzip-tmp{suffix}", dir=folder)
     os.close(fd)
     try:
+        os.chmod(tmp, _final_mode(path))
         with _TermAsInterrupt():
             yield tmp
             check_output(path, inputs, force)  # still true after the (maybe long) work?
