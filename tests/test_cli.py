@@ -8,9 +8,12 @@ import math
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -308,6 +311,91 @@ def test_outputs_get_the_usual_permissions(tmp_path):
         assert oct(os.stat(tmp_path / "x.out").st_mode & 0o7777) == oct(0o604)
     finally:
         os.umask(old)
+
+
+def _read_fifo_in_background(fifo):
+    got = {}
+
+    def reader():
+        with open(fifo, "rb") as f:
+            got["data"] = f.read()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    return t, got
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_fifo_output_is_written_into_never_replaced(tmp_path, force, monkeypatch):
+    private_tmp = tmp_path / "tmp"  # where the HDF5 output is written before it goes into the FIFO
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    src = make_rich_file(str(tmp_path / "in.h5"))
+    x = smooth_field((40, 50), 3)
+    x.tofile(tmp_path / "x.f32")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    more = ["--force"] if force else []
+    for args in (["compress", "-i", tmp_path / "x.f32", "-o", fifo, "-f", "-2", 50, 40, "-a", "0.01", "-q"],
+                 ["compress", src, fifo, "--eb", "1e-3", "-q"]):
+        t, got = _read_fifo_in_background(fifo)
+        r = run(*args, *more)
+        t.join(60)
+        assert r.exit_code == 0, r.output
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO (was renamed over: a regular file)
+        assert not t.is_alive() and got["data"]
+        if args[1] == "-i":
+            y = ebzip.decompress(got["data"])
+            assert np.abs(y.astype(np.float64) - x).max() <= 0.01
+        else:
+            (tmp_path / "read.h5").write_bytes(got["data"])
+            assert run("verify", src, tmp_path / "read.h5").exit_code == 0
+    assert leftovers(tmp_path) == [] and os.listdir(private_tmp) == []
+
+
+def test_character_device_output_is_written_into(tmp_path):
+    null = tmp_path / "null"  # a private /dev/null (needs root, or CAP_MKNOD)
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot make a device node here: {e}")
+    x = smooth_field((40, 50), 3)
+    x.tofile(tmp_path / "x.f32")
+    z = tmp_path / "x.ebz"
+    assert run("compress", "-i", tmp_path / "x.f32", "-o", z, "-f", "-2", 50, 40, "-a", "0.01", "-q").exit_code == 0
+    for force in ([], ["--force"]):
+        assert run("decompress", z, null, "-q", *force).exit_code == 0
+        assert run("compress", "-i", tmp_path / "x.f32", "-o", null, "-f", "-2", 50, 40, "-a", "0.01", "-q",
+                   *force).exit_code == 0
+        assert stat.S_ISCHR(os.lstat(null).st_mode) and os.stat(null).st_rdev == os.makedev(1, 3)
+    assert leftovers(tmp_path) == []
+
+
+def test_other_non_regular_outputs_are_refused_and_links_kept(tmp_path):
+    import socket
+
+    x = np.arange(100, dtype="f4")
+    x.tofile(tmp_path / "x.f32")
+    sock_path = tmp_path / "s"
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(sock_path))
+        r = run("compress", "-i", tmp_path / "x.f32", "-o", sock_path, "-f", "-1", 100, "-a", 1, "--force")
+        assert r.exit_code == 1 and "not a regular file" in r.output
+        assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+    finally:
+        sock.close()
+    # a link to a regular file: the file is replaced (--force), the link stays a link
+    (tmp_path / "target.ebz").write_bytes(b"old")
+    os.symlink(tmp_path / "target.ebz", tmp_path / "link.ebz")
+    r = run("compress", "-i", tmp_path / "x.f32", "-o", tmp_path / "link.ebz", "-f", "-1", 100, "-a", 1, "-q")
+    assert r.exit_code == 1 and "--force" in r.output
+    r = run("compress", "-i", tmp_path / "x.f32", "-o", tmp_path / "link.ebz", "-f", "-1", 100, "-a", 1, "-q",
+            "--force")
+    assert r.exit_code == 0, r.output
+    assert os.path.islink(tmp_path / "link.ebz")
+    assert ebzip.decompress((tmp_path / "target.ebz").read_bytes()).shape == (100,)
+    assert leftovers(tmp_path) == []
 
 
 def test_user_block_bytes_are_kept(tmp_path):

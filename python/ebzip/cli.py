@@ -193,8 +193,14 @@ def _write_output_bytes(out: str, inputs, force: bool, chunks):
             stdout.write(memoryview(c).cast("B"))
         stdout.flush()
         return
-    from ._io import atomic_output
+    from ._io import atomic_output, check_output, writes_into
 
+    if writes_into(out):  # /dev/null, a FIFO: written into as it comes, never replaced
+        check_output(out, inputs, force)
+        with open(out, "wb") as f:
+            for c in chunks:
+                f.write(memoryview(c).cast("B"))
+        return
     with atomic_output(out, inputs, force) as tmp:
         with open(tmp, "wb") as f:
             for c in chunks:
