@@ -579,6 +579,41 @@ def test_raw_estimate(raw):
     assert r.exit_code == 0 and "predicted ratio" in r.output
 
 
+def _bordered_volume(n0, inner):
+    """A volume whose first and last slabs are empty borders (zeros), as scans and simulations often are."""
+    x = smooth_field((n0, *inner), 5)
+    x += np.random.default_rng(1).standard_normal(x.shape).astype("f4") * 0.05 * float(x.std())
+    border = n0 // 6
+    x[:border] = 0
+    x[-border:] = 0
+    return x
+
+
+@pytest.mark.parametrize("sample", ["0.05", "0.2", "0.4"])
+def test_estimate_does_not_sample_the_empty_edges(tmp_path, sample):
+    # a few chunks used to mean the first (and last) ones: empty borders, predicting ~10x the real ratio
+    x = _bordered_volume(48, (64, 64))
+    src = tmp_path / "v.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("v", data=x, chunks=(8, 64, 64))  # 6 chunks: the first and last are zeros
+    r = run("estimate", src, "--eb", "1e-3", "--sample", sample)
+    assert r.exit_code == 0, r.output
+    predicted = float(next(ln for ln in r.output.splitlines() if ln.startswith("/v")).split()[-3])
+    assert run("compress", src, tmp_path / "c.h5", "--eb", "1e-3", "-q").exit_code == 0
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        actual = x.nbytes / f["v"].id.get_storage_size()
+    assert actual / 3 < predicted < 1.25 * actual, (predicted, actual)
+
+    raw = tmp_path / "v.f32"  # raw: slabs of 2**18 elements; 6 of them, the first and last zeros
+    y = _bordered_volume(6 * 64, (64, 64))
+    y.tofile(raw)
+    r = run("estimate", raw, "-f", "-3", 64, 64, 6 * 64, "--eb", "1e-3", "--sample", sample)
+    assert r.exit_code == 0, r.output
+    predicted = float(r.output.split("predicted ratio ")[1].split()[0])
+    c = ebzip.compress(y, 1e-3, "rel")
+    assert c.ratio / 3 < predicted < 1.25 * c.ratio, (predicted, c.ratio)
+
+
 # ------------------------------------------------------------------ real fields
 
 

@@ -626,15 +626,15 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
         raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
     name = _raw_dtype(f32, f64, dtype)
     x = _load_raw(src, name, shape)
-    # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread, each
+    # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread (the middle of
+    # equal runs: a volume's first and last blocks are often empty borders), each
     # compressed on its own: a Lorenzo stream codes its blocks so; an interpolation stream's tiles
     # may span several blocks and then compress better than this predicts (docs/cli.md, estimate)
     n0, inner = shape[0], max(1, math.prod(shape[1:]))
     rows_per = max(1, (1 << 18) // inner)
     nblk = -(-n0 // rows_per)
     k = max(1, min(nblk, math.ceil(sample * nblk)))
-    starts = sorted({int(round(i)) * rows_per for i in (
-        [0.0] if k == 1 else [j * (nblk - 1) / (k - 1) for j in range(k)])})
+    starts = [i * rows_per for i in _arrays.spread_indices(nblk, k)]
     import numpy as np
 
     raw = stored = 0

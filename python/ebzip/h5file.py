@@ -34,7 +34,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("HDF5 support needs h5py: pip install 'ebzip[hdf5]'") from e
 
-from . import api, h5
+from . import _arrays, api, h5
 from ._io import atomic_output
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -883,16 +883,18 @@ def _sample_offsets(shape, chunks, fraction: float, max_chunks: int):
     k = max(1, min(len(grid), max_chunks, math.ceil(fraction * len(grid))))
     if k >= len(grid):
         return grid
-    idx = np.unique(np.linspace(0, len(grid) - 1, k).round().astype(int))
-    return [grid[i] for i in idx]
+    return [grid[i] for i in _arrays.spread_indices(len(grid), k)]
 
 
 def estimate_file(src_path: str, eb: float, mode: str = "rel", *, include=(), exclude=(), eb_for=(),
                   sample: float = 0.05, max_chunks: int = 64, threads: int | None = None) -> list[EstimateReport]:
-    """Predict each dataset's ratio from a sample of its chunks (evenly spread), writing nothing.
+    """Predict each dataset's ratio from a sample of its chunks, writing nothing.
 
-    In ``rel`` mode the range comes from the sample, which can only
-    understate it: the estimate errs on the low side.
+    The sample is spread evenly (the middle chunk of each of equal runs, so a
+    small one does not take a volume's empty first and last chunks). In
+    ``rel`` mode the range comes from the sample, which can only understate
+    it (a tighter bound, a lower estimate); the sampled chunks may still
+    compress better or worse than the rest.
     """
     api.check_bound(eb, mode)
     if not 0 < sample <= 1:
