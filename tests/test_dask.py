@@ -95,6 +95,8 @@ def test_hdf5_on_local_cluster(client, tmp_path):
     with h5py.File(out, "r") as a, h5py.File(local, "r") as b:
         for off in eh.chunk_grid(a["data/temp"].shape, a["data/temp"].chunks):
             assert a["data/temp"].id.read_direct_chunk(off) == b["data/temp"].id.read_direct_chunk(off)
+    with open(out, "rb") as a, open(local, "rb") as b:  # the whole file, as docs/cli.md says
+        assert a.read() == b.read()
 
 
 def test_cli_dask_scheduler_option(client, tmp_path):

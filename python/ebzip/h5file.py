@@ -176,6 +176,13 @@ def _is_ref_dtype(dt) -> bool:
     return h5py.check_ref_dtype(dt) is not None
 
 
+def _untimed(plist):
+    """No creation/modification times in the object header (h5py's default too): the same input
+    gives the same output file, byte for byte, whenever and wherever it is written."""
+    plist.set_obj_track_times(False)
+    return plist
+
+
 def _lcpl():
     lcpl = h5p.create(h5p.LINK_CREATE)
     lcpl.set_char_encoding(h5t.CSET_UTF8)
@@ -269,7 +276,7 @@ class _Copier:
                 dst_group.id.links.create_hard(bname, self.dst.id, self.done[obj.id].encode("utf-8"), lcpl=_lcpl())
                 continue
             if isinstance(obj, h5py.Group):
-                gid = h5g.create(dst_group.id, bname, lcpl=_lcpl(), gcpl=obj.id.get_create_plist())
+                gid = h5g.create(dst_group.id, bname, lcpl=_lcpl(), gcpl=_untimed(obj.id.get_create_plist()))
                 new = h5py.Group(gid)
                 self.done[obj.id] = path
                 self.copy_attrs(obj, new)
@@ -313,8 +320,8 @@ class _Copier:
                 dcpl.get_fill_value(fv)
                 fresh.set_fill_value(fv)
             dcpl = fresh
-        dsid = h5d.create(dst_group.id, name.encode("utf-8"), src.id.get_type(), src.id.get_space(), dcpl=dcpl,
-                          lcpl=_lcpl())
+        dsid = h5d.create(dst_group.id, name.encode("utf-8"), src.id.get_type(), src.id.get_space(),
+                          dcpl=_untimed(dcpl), lcpl=_lcpl())
         dst = h5py.Dataset(dsid)
         if layout == h5d.VIRTUAL or dst.shape is None or dst.size == 0:
             return dst  # a virtual dataset keeps its mapping to the source files; nothing to write
@@ -590,7 +597,7 @@ def decompress_file(src_path: str, dst_path: str, *, force: bool = False, progre
             if not h5.is_ebzip(dset):
                 return None
             t0 = time.perf_counter()
-            dcpl = h5p.create(h5p.DATASET_CREATE)
+            dcpl = _untimed(h5p.create(h5p.DATASET_CREATE))
             dcpl.set_chunk(dset.chunks)
             fv = _fillvalue(dset)
             if fv is not None:
