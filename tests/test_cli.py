@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -149,6 +153,73 @@ def test_verify_catches_a_violation(rich, tmp_path):
     assert failing == {"/data/temp", "/data/hard"}  # /labels is /data/hard (one object, listed once)
 
 
+def test_verify_requires_a_float_dataset_not_compressed_to_be_identical(tmp_path):
+    x = np.linspace(0, 1, 1000, dtype="f4")
+    a, b, c = (str(tmp_path / n) for n in ("a.h5", "b.h5", "c.h5"))
+    with h5py.File(a, "w") as f:
+        f["x"] = x
+    with h5py.File(b, "w") as f:
+        f["x"] = x + 100  # a plain float dataset: nothing records a bound for it
+    with h5py.File(c, "w") as f:
+        y = x.copy()
+        y[0] = -0.0  # +0 -> -0: no error at all, but not the same bits
+        f["x"] = y
+    for other in (b, c):
+        r = run("verify", a, other)
+        assert r.exit_code == 1, r.output
+        assert "values differ" in next(ln for ln in r.output.splitlines() if ln.startswith("/x"))
+    assert run("verify", a, a).exit_code == 0
+    # with --eb the given bound decides (how a decompressed file is checked)
+    assert run("verify", a, c, "--eb", "1e-3").exit_code == 0
+    assert run("verify", a, b, "--eb", "1e-3").exit_code == 1
+
+
+def test_verify_handles_long_double_and_complex(tmp_path):
+    src, out = str(tmp_path / "q.h5"), str(tmp_path / "qc.h5")
+    with h5py.File(src, "w") as f:
+        f["x"] = np.linspace(0, 1, 100, dtype="f4")
+        f["ld"] = np.array([1, np.nan, -0.0, 3], np.longdouble)
+        f["cx"] = np.array([1 + 2j, complex(np.nan, 1)], np.complex128)
+    assert run("compress", src, out, "--eb", "1e-3", "-q").exit_code == 0
+    for other in (src, out):
+        r = run("verify", src, other)
+        assert r.exit_code == 0, r.output
+    with h5py.File(out, "r+") as f:
+        f["ld"][3] = 4
+        f["cx"][0] = 1 + 3j
+    r = run("verify", src, out)
+    assert r.exit_code == 1 and "Error" not in r.output
+    failing = {ln.split()[0] for ln in r.output.splitlines() if "FAIL" in ln and ln.startswith("/")}
+    assert failing == {"/ld", "/cx"}
+
+
+def test_verify_compares_references_by_what_they_point_to(tmp_path):
+    src, out, bad = (str(tmp_path / n) for n in ("r.h5", "rc.h5", "rb.h5"))
+    with h5py.File(src, "w") as f:
+        d = f.create_dataset("x", data=np.linspace(0, 1, 1000, dtype="f4"))
+        f.create_dataset("y", data=np.arange(5))
+        f.create_dataset("refs", data=[d.ref, f["y"].ref, h5py.Reference()], dtype=h5py.ref_dtype)
+        f.create_dataset("regions", data=[d.regionref[10:20]], dtype=h5py.regionref_dtype)
+    assert run("compress", src, out, "--eb", "1e-3", "-q").exit_code == 0
+    with h5py.File(out, "r") as f:
+        assert f[f["refs"][0]].name == "/x"
+    r = run("verify", src, out)
+    refs_row = next(ln for ln in r.output.splitlines() if ln.startswith("/refs"))
+    assert "ok" in refs_row and "identical" in refs_row
+    # a copy whose references point elsewhere fails
+    shutil.copy(src, bad)
+    with h5py.File(bad, "r+") as f:
+        f["refs"][0] = f["y"].ref
+    r = run("verify", src, bad)
+    assert r.exit_code == 1
+    assert "FAIL" in next(ln for ln in r.output.splitlines() if ln.startswith("/refs"))
+    assert "ok" in next(ln for ln in r.output.splitlines() if ln.startswith("/regions"))  # itself
+    with h5py.File(bad, "r+") as f:
+        f["regions"][0] = f["x"].regionref[10:21]
+    r = run("verify", src, bad)
+    assert "FAIL" in next(ln for ln in r.output.splitlines() if ln.startswith("/regions"))
+
+
 def test_include_exclude_and_eb_for(tmp_path):
     src = make_rich_file(str(tmp_path / "in.h5"))
     out = str(tmp_path / "out.h5")
@@ -219,6 +290,147 @@ def test_force_replaces_an_existing_output(rich, tmp_path):
     out.write_bytes(b"old")
     assert run("compress", src, out, "--eb", "1e-2", "--force", "-q").exit_code == 0
     assert eh.is_ebzip(h5py.File(out, "r")["data/temp"])
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    src = make_rich_file(str(tmp_path / "in.h5"))
+    x = np.arange(100, dtype="f4")
+    x.tofile(tmp_path / "x.f32")
+    old = os.umask(0o027)
+    try:
+        assert run("compress", src, tmp_path / "c.h5", "--eb", "1e-3", "-q").exit_code == 0
+        assert run("decompress", tmp_path / "c.h5", tmp_path / "d.h5", "-q").exit_code == 0
+        assert run("compress", "-i", tmp_path / "x.f32", "-o", tmp_path / "x.ebz", "-f", "-1", 100, "-a", 1,
+                   "-q").exit_code == 0
+        assert run("decompress", tmp_path / "x.ebz", tmp_path / "x.out", "-q").exit_code == 0
+        for name in ("c.h5", "d.h5", "x.ebz", "x.out"):  # 0666 less the umask, as open() gives (was 0600)
+            assert oct(os.stat(tmp_path / name).st_mode & 0o7777) == oct(0o640), name
+        # a replaced file keeps its permissions
+        os.chmod(tmp_path / "x.out", 0o604)
+        assert run("decompress", tmp_path / "x.ebz", tmp_path / "x.out", "--force", "-q").exit_code == 0
+        assert oct(os.stat(tmp_path / "x.out").st_mode & 0o7777) == oct(0o604)
+    finally:
+        os.umask(old)
+
+
+def _read_fifo_in_background(fifo):
+    got = {}
+
+    def reader():
+        with open(fifo, "rb") as f:
+            got["data"] = f.read()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    return t, got
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_fifo_output_is_written_into_never_replaced(tmp_path, force, monkeypatch):
+    private_tmp = tmp_path / "tmp"  # where the HDF5 output is written before it goes into the FIFO
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    src = make_rich_file(str(tmp_path / "in.h5"))
+    x = smooth_field((40, 50), 3)
+    x.tofile(tmp_path / "x.f32")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    more = ["--force"] if force else []
+    for args in (["compress", "-i", tmp_path / "x.f32", "-o", fifo, "-f", "-2", 50, 40, "-a", "0.01", "-q"],
+                 ["compress", src, fifo, "--eb", "1e-3", "-q"]):
+        t, got = _read_fifo_in_background(fifo)
+        r = run(*args, *more)
+        t.join(60)
+        assert r.exit_code == 0, r.output
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO (was renamed over: a regular file)
+        assert not t.is_alive() and got["data"]
+        if args[1] == "-i":
+            y = ebzip.decompress(got["data"])
+            assert np.abs(y.astype(np.float64) - x).max() <= 0.01
+        else:
+            (tmp_path / "read.h5").write_bytes(got["data"])
+            assert run("verify", src, tmp_path / "read.h5").exit_code == 0
+    assert leftovers(tmp_path) == [] and os.listdir(private_tmp) == []
+
+
+def test_character_device_output_is_written_into(tmp_path):
+    null = tmp_path / "null"  # a private /dev/null (needs root, or CAP_MKNOD)
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot make a device node here: {e}")
+    x = smooth_field((40, 50), 3)
+    x.tofile(tmp_path / "x.f32")
+    z = tmp_path / "x.ebz"
+    assert run("compress", "-i", tmp_path / "x.f32", "-o", z, "-f", "-2", 50, 40, "-a", "0.01", "-q").exit_code == 0
+    for force in ([], ["--force"]):
+        assert run("decompress", z, null, "-q", *force).exit_code == 0
+        assert run("compress", "-i", tmp_path / "x.f32", "-o", null, "-f", "-2", 50, 40, "-a", "0.01", "-q",
+                   *force).exit_code == 0
+        assert stat.S_ISCHR(os.lstat(null).st_mode) and os.stat(null).st_rdev == os.makedev(1, 3)
+    assert leftovers(tmp_path) == []
+
+
+def test_other_non_regular_outputs_are_refused_and_links_kept(tmp_path):
+    import socket
+
+    x = np.arange(100, dtype="f4")
+    x.tofile(tmp_path / "x.f32")
+    sock_path = tmp_path / "s"
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(sock_path))
+        r = run("compress", "-i", tmp_path / "x.f32", "-o", sock_path, "-f", "-1", 100, "-a", 1, "--force")
+        assert r.exit_code == 1 and "not a regular file" in r.output
+        assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+    finally:
+        sock.close()
+    # a link to a regular file: the file is replaced (--force), the link stays a link
+    (tmp_path / "target.ebz").write_bytes(b"old")
+    os.symlink(tmp_path / "target.ebz", tmp_path / "link.ebz")
+    r = run("compress", "-i", tmp_path / "x.f32", "-o", tmp_path / "link.ebz", "-f", "-1", 100, "-a", 1, "-q")
+    assert r.exit_code == 1 and "--force" in r.output
+    r = run("compress", "-i", tmp_path / "x.f32", "-o", tmp_path / "link.ebz", "-f", "-1", 100, "-a", 1, "-q",
+            "--force")
+    assert r.exit_code == 0, r.output
+    assert os.path.islink(tmp_path / "link.ebz")
+    assert ebzip.decompress((tmp_path / "target.ebz").read_bytes()).shape == (100,)
+    assert leftovers(tmp_path) == []
+
+
+def test_outputs_are_reproducible_byte_for_byte(tmp_path):
+    # HDF5 stamps objects with their creation time (1 s resolution) unless told not to
+    src = str(tmp_path / "in.h5")
+    with h5py.File(src, "w", track_times=True) as f:
+        g = f.create_group("g", track_times=True)
+        g.create_dataset("x", data=smooth_field((40, 50), 2), chunks=(10, 50), track_times=True)
+        g.create_dataset("i", data=np.arange(10), track_times=True)
+    outs = []
+    for run_no in range(2):
+        if run_no:
+            time.sleep(1.1)
+        c, d = tmp_path / f"c{run_no}.h5", tmp_path / f"d{run_no}.h5"
+        assert run("compress", src, c, "--eb", "1e-3", "-q", "--threads", 1 + run_no).exit_code == 0
+        assert run("decompress", c, d, "-q").exit_code == 0
+        outs.append((c.read_bytes(), d.read_bytes()))
+    assert outs[0][0] == outs[1][0] and outs[0][1] == outs[1][1]
+
+
+def test_user_block_bytes_are_kept(tmp_path):
+    src, comp, dec = (str(tmp_path / n) for n in ("ub.h5", "ubc.h5", "ubd.h5"))
+    with h5py.File(src, "w", userblock_size=512) as f:
+        f["x"] = np.linspace(0, 1, 1000, dtype="f4")
+    block = b"MY USER BLOCK HEADER v1" + bytes(range(256)) * 2
+    with open(src, "r+b") as f:
+        f.write(block[:512])
+    assert run("compress", src, comp, "--eb", "1e-3", "-q").exit_code == 0
+    assert run("decompress", comp, dec, "-q").exit_code == 0
+    for path in (comp, dec):
+        with open(path, "rb") as f:
+            assert f.read(512) == block[:512], path
+        with h5py.File(path, "r") as f:
+            assert f.userblock_size == 512
+    assert run("verify", src, comp).exit_code == 0 and run("verify", src, dec, "--eb", "1e-3").exit_code == 0
 
 
 def test_interrupt_leaves_no_output(tmp_path, monkeypatch):
@@ -335,6 +547,16 @@ def test_raw_errors(raw, tmp_path):
     assert not (tmp_path / "j.out").exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("dims", [["-1", "0"], ["-2", "0", "5"], ["-3", "4", "0", "2"], ["-1", "-3"]])
+def test_raw_zero_or_negative_dimension_is_named(tmp_path, dims):
+    empty = tmp_path / "z.f32"
+    empty.write_bytes(b"")
+    for cmd in (["compress", "-i", empty, "-o", tmp_path / "z.ebz"], ["estimate", empty]):
+        r = run(*cmd, "-f", *dims, "-a", "1")
+        assert r.exit_code == 2 and "dimensions must be positive" in r.output, r.output
+    assert not (tmp_path / "z.ebz").exists()
+
+
 def test_raw_stdin_stdout_pipeline(raw, tmp_path):
     x, path = raw
     comp = subprocess.run([sys.executable, "-m", "ebzip", "compress", "-i", "-", "-o", "-", "-f", "-3", "40", "24",
@@ -348,10 +570,66 @@ def test_raw_stdin_stdout_pipeline(raw, tmp_path):
     assert np.abs(x - y).max() <= 0.05
 
 
+@pytest.mark.parametrize("closed", [0, 1])
+def test_raw_closed_stdin_or_stdout_is_a_clear_error(raw, tmp_path, closed):
+    x, path = raw
+    z = tmp_path / "x.ebz"
+    assert run("compress", "-i", path, "-o", z, "-f", "-3", 40, 24, 16, "-A", "0.05", "-q").exit_code == 0
+    if closed == 0:  # `<&-`
+        cmds = [["compress", "-i", "-", "-o", tmp_path / "o.ebz", "-f", "-1", "10", "-a", "1"],
+                ["decompress", "-", tmp_path / "o.out"], ["estimate", "-", "-f", "-1", "10", "-a", "1"]]
+        word = "standard input is closed"
+    else:  # `>&-`
+        cmds = [["compress", "-i", path, "-o", "-", "-f", "-3", "40", "24", "16", "-a", "1"],
+                ["decompress", z, "-", "-q"]]
+        word = "standard output is closed"
+    for cmd in cmds:
+        p = subprocess.run([sys.executable, "-m", "ebzip", *map(str, cmd)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(closed))
+        assert p.returncode == 1, (cmd, p.stderr)
+        assert word in p.stderr and "Traceback" not in p.stderr, (cmd, p.stderr)
+    assert not (tmp_path / "o.ebz").exists() and not (tmp_path / "o.out").exists()
+
+
 def test_raw_estimate(raw):
     x, path = raw
     r = run("estimate", path, "-f", "-3", 40, 24, 16, "--eb", "1e-3", "--sample", "0.25")
     assert r.exit_code == 0 and "predicted ratio" in r.output
+
+
+def _bordered_volume(n0, inner):
+    """A volume whose first and last slabs are empty borders (zeros), as scans and simulations often are."""
+    x = smooth_field((n0, *inner), 5)
+    x += np.random.default_rng(1).standard_normal(x.shape).astype("f4") * 0.05 * float(x.std())
+    border = n0 // 6
+    x[:border] = 0
+    x[-border:] = 0
+    return x
+
+
+@pytest.mark.parametrize("sample", ["0.05", "0.2", "0.4"])
+def test_estimate_does_not_sample_the_empty_edges(tmp_path, sample):
+    # a few chunks used to mean the first (and last) ones: empty borders, predicting ~10x the real ratio
+    x = _bordered_volume(48, (64, 64))
+    src = tmp_path / "v.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("v", data=x, chunks=(8, 64, 64))  # 6 chunks: the first and last are zeros
+    r = run("estimate", src, "--eb", "1e-3", "--sample", sample)
+    assert r.exit_code == 0, r.output
+    predicted = float(next(ln for ln in r.output.splitlines() if ln.startswith("/v")).split()[-3])
+    assert run("compress", src, tmp_path / "c.h5", "--eb", "1e-3", "-q").exit_code == 0
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        actual = x.nbytes / f["v"].id.get_storage_size()
+    assert actual / 3 < predicted < 1.25 * actual, (predicted, actual)
+
+    raw = tmp_path / "v.f32"  # raw: slabs of 2**18 elements; 6 of them, the first and last zeros
+    y = _bordered_volume(6 * 64, (64, 64))
+    y.tofile(raw)
+    r = run("estimate", raw, "-f", "-3", 64, 64, 6 * 64, "--eb", "1e-3", "--sample", sample)
+    assert r.exit_code == 0, r.output
+    predicted = float(r.output.split("predicted ratio ")[1].split()[0])
+    c = ebzip.compress(y, 1e-3, "rel")
+    assert c.ratio / 3 < predicted < 1.25 * c.ratio, (predicted, c.ratio)
 
 
 # ------------------------------------------------------------------ real fields

@@ -75,7 +75,34 @@ def test_refuses_integers_and_bad_bounds():
             EBZip(**bad)
 
 
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])
+def test_big_endian_is_refused_not_corrupted(dtype):
+    # decode cannot know a chunk was big-endian (zarr format 2 views its bytes in the array's order):
+    # refused, where it used to come back as byte-swapped garbage
+    x = field(dtype=np.dtype(dtype).newbyteorder("="))
+    c = EBZip(eb=0.01, mode="abs")
+    with pytest.raises(TypeError, match="little-endian"):
+        c.encode(x.astype(dtype))
+    blob = c.encode(x.astype(np.dtype(dtype).newbyteorder("<")))
+    out = np.empty(x.shape, dtype)  # a big-endian out= gets the values, not the bytes
+    assert c.decode(blob, out=out) is out
+    assert np.abs(out.astype(np.float64) - x).max() <= 0.01
+
+
 zarr = pytest.importorskip("zarr")
+
+
+def test_zarr_v2_big_endian_array_is_refused_v3_converts(tmp_path):
+    x = np.linspace(270, 305, 1000, dtype=">f4")
+    z = zarr.create_array(str(tmp_path / "be2.zarr"), shape=x.shape, chunks=(250,), dtype=">f4", zarr_format=2,
+                          compressors=EBZip(eb=1e-3, mode="abs"), filters=None)
+    with pytest.raises(TypeError, match="little-endian"):
+        z[...] = x
+    z = zarr.create_array(str(tmp_path / "be3.zarr"), shape=x.shape, chunks=(250,), dtype=">f4",
+                          serializer=EBZipCodec(eb=1e-3, mode="abs"), compressors=None)
+    z[...] = x
+    y = zarr.open_array(str(tmp_path / "be3.zarr"), mode="r")[...]
+    assert np.abs(y.astype(np.float64) - x.astype(np.float64)).max() <= 1e-3
 
 
 def test_zarr_v3_write_read(tmp_path):

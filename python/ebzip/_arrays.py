@@ -237,3 +237,16 @@ def origin_of(like) -> Origin:
     if isinstance(like, str) and like in ("numpy", "torch", "cupy"):
         return Origin(like)
     return NUMPY
+
+
+def spread_indices(n: int, k: int) -> list[int]:
+    """``k`` of ``range(n)``, one at the middle of each of ``k`` equal strata: an even spread that
+    never takes the edges first (``ebzip estimate``: a volume's first and last blocks are often
+    empty borders, which compress far better than the rest)."""
+    n = int(n)
+    k = max(1, min(int(k), n))
+    picks = set()
+    for i in range(k):  # stratum i's centre is q + r / 2k; round to the nearest, a tie towards the middle
+        q, r = divmod((2 * i + 1) * n - k, 2 * k)
+        picks.add(q + (r > k or (r == k and 2 * i + 1 < k)))
+    return sorted(picks)

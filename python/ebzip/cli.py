@@ -121,7 +121,7 @@ def _resolve_bound(eb, mode, M, A, R, a_zfp, required=True):
 
 
 def _raw_dims(d1, d2, d3, d4):
-    dims = [d for d in (d1, d2, d3, d4) if d]
+    dims = [d for d in (d1, d2, d3, d4) if d is not None and d != ()]  # (-1 0 is given, and wrong)
     if len(dims) > 1:
         raise click.UsageError("give one of -1, -2, -3, -4")
     if not dims:
@@ -144,9 +144,18 @@ def _raw_dtype(f, d, dtype):
     return picks[0] if picks else "float32"
 
 
+def _stdio(name: str):
+    """The binary stream under stdin or stdout (the path '-'), or a clear error where it is closed."""
+    stream = getattr(sys, name)
+    if stream is None:  # the process started with it closed (`<&-`, `>&-`): Python gives None
+        raise click.ClickException(f"standard {'input' if name == 'stdin' else 'output'} is closed; "
+                                   "give a file instead of '-'")
+    return stream.buffer
+
+
 def _read_input_bytes(path: str) -> bytes:
     if path == "-":
-        return sys.stdin.buffer.read()
+        return _stdio("stdin").read()
     if not os.path.exists(path):
         raise click.ClickException(f"no such file: {path}")
     with open(path, "rb") as f:
@@ -159,7 +168,7 @@ def _load_raw(path: str, dtype: str, shape):
     store = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
     n = math.prod(shape)
     if path == "-":
-        data = sys.stdin.buffer.read()
+        data = _stdio("stdin").read()
         size = len(data)
     else:
         if not os.path.exists(path):
@@ -179,12 +188,19 @@ def _load_raw(path: str, dtype: str, shape):
 def _write_output_bytes(out: str, inputs, force: bool, chunks):
     """Write an iterable of bytes-like objects to ``out`` ('-': stdout) atomically."""
     if out == "-":
+        stdout = _stdio("stdout")
         for c in chunks:
-            sys.stdout.buffer.write(memoryview(c).cast("B"))
-        sys.stdout.buffer.flush()
+            stdout.write(memoryview(c).cast("B"))
+        stdout.flush()
         return
-    from ._io import atomic_output
+    from ._io import atomic_output, check_output, writes_into
 
+    if writes_into(out):  # /dev/null, a FIFO: written into as it comes, never replaced
+        check_output(out, inputs, force)
+        with open(out, "wb") as f:
+            for c in chunks:
+                f.write(memoryview(c).cast("B"))
+        return
     with atomic_output(out, inputs, force) as tmp:
         with open(tmp, "wb") as f:
             for c in chunks:
@@ -361,6 +377,10 @@ def _pick_paths(pos, i, o, z, which):
         raise click.UsageError("missing the input: IN (or -i IN)")
     if not dst:
         raise click.UsageError("missing the output: OUT (or -o OUT)")
+    if src == "-":
+        _stdio("stdin")  # closed: say so before any work
+    if dst == "-":
+        _stdio("stdout")
     return src, dst
 
 
@@ -498,8 +518,9 @@ def verify(orig, compressed, eb, mode, progress):
     """Check a compressed file against its original: max error / bound and PSNR per dataset.
 
     HDF5: every dataset of ORIG against the same path in COMPRESSED (ebzip
-    datasets against the bound each chunk records; non-float datasets must be
-    identical). Raw: ORIG a raw binary array, COMPRESSED its ebzip stream.
+    datasets against the bound each chunk records; every other dataset must be
+    identical, a float one unless --eb is given). Raw: ORIG a raw binary
+    array, COMPRESSED its ebzip stream.
     Exits 1 on any violation.
     """
     mode = mode.lower()
@@ -606,15 +627,15 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
         raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
     name = _raw_dtype(f32, f64, dtype)
     x = _load_raw(src, name, shape)
-    # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread, each
+    # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread (the middle of
+    # equal runs: a volume's first and last blocks are often empty borders), each
     # compressed on its own: a Lorenzo stream codes its blocks so; an interpolation stream's tiles
     # may span several blocks and then compress better than this predicts (docs/cli.md, estimate)
     n0, inner = shape[0], max(1, math.prod(shape[1:]))
     rows_per = max(1, (1 << 18) // inner)
     nblk = -(-n0 // rows_per)
     k = max(1, min(nblk, math.ceil(sample * nblk)))
-    starts = sorted({int(round(i)) * rows_per for i in (
-        [0.0] if k == 1 else [j * (nblk - 1) / (k - 1) for j in range(k)])})
+    starts = [i * rows_per for i in _arrays.spread_indices(nblk, k)]
     import numpy as np
 
     raw = stored = 0

@@ -20,6 +20,10 @@ chunk includes the ``fill_value`` zarr pads it with. For a bound relative to
 the whole array give ``eb_abs``, one absolute bound for every chunk, as
 :func:`ebzip.dask.to_zarr` does after measuring the array's range (the
 recommended way to write a zarr array with a relative bound).
+
+Streams are little-endian. :class:`EBZipCodec` converts to and from either
+byte order; :class:`EBZip` refuses big-endian chunks, since zarr format 2
+views the bytes it returns in the array's byte order without telling it.
 """
 
 from __future__ import annotations
@@ -80,12 +84,23 @@ class EBZip(Codec):
         arr = np.asarray(ensure_ndarray_like(buf))
         if arr.dtype.kind != "f":
             raise TypeError(f"the ebzip codec compresses floating-point chunks; got {arr.dtype}")
+        if arr.dtype != arr.dtype.newbyteorder("<"):
+            # the stream decodes to little-endian values, and zarr format 2 views what decode returns
+            # in the array's own byte order (nothing tells decode which): big-endian would read back
+            # as garbage, so it is refused rather than written
+            raise TypeError(f"the ebzip numcodecs codec stores little-endian chunks and cannot give big-endian "
+                            f"ones back; got {arr.dtype.str}: use a little-endian dtype "
+                            f"({arr.dtype.newbyteorder('<').str!r}; ebzip.dask.to_zarr does), or zarr format 3 "
+                            "with EBZipCodec, which converts")
         return _encode(arr, self.eb, self.mode, self.eb_abs)
 
     def decode(self, buf, out=None):
         data = ensure_contiguous_ndarray(buf)
         y = api.decompress(data)
         if out is not None:
+            dt = getattr(out, "dtype", None)
+            if dt is not None and dt.kind == "f" and dt.itemsize == y.dtype.itemsize:
+                y = y.astype(dt, copy=False)  # values into out's byte order (ndarray_copy views bytes)
             return ndarray_copy(y, out)
         return y
 

@@ -33,6 +33,8 @@ from . import api
 
 def value_range(x) -> float | None:
     """max - min over the finite values of a dask array (one pass); None if none is finite."""
+    if x.size == 0:  # (numpy's min/max refuse an empty array)
+        return None
     finite = da.isfinite(x)
     lo = da.where(finite, x, np.inf).min()
     hi = da.where(finite, x, -np.inf).max()
@@ -62,7 +64,8 @@ def to_zarr(x, store, eb: float, mode: str = "rel", *, chunks=None, zarr_format:
         eb, mode: the bound; ``rel`` is relative to the whole array's range.
         chunks: rechunk to these first (default: the dask chunks).
         zarr_format: 3 (codec :class:`ebzip.codecs.EBZipCodec`) or 2
-            (compressor :class:`ebzip.codecs.EBZip`).
+            (compressor :class:`ebzip.codecs.EBZip`; the array is stored
+            little-endian whatever ``x``'s byte order).
         compute: False returns the dask object that does the work.
         name: the array's path inside the store (a group) if given.
     Returns the zarr array (``compute=True``) or the delayed store.
@@ -87,13 +90,15 @@ def to_zarr(x, store, eb: float, mode: str = "rel", *, chunks=None, zarr_format:
         vr = value_range(x) if eb > 0 else 0.0
         eb_abs = eb * (vr or 0.0)
     codec_args = dict(eb=eb, mode=mode, eb_abs=eb_abs)
+    dtype = np.dtype(x.dtype)
     if zarr_format == 3:
         codecs = dict(serializer=EBZipCodec(**codec_args), compressors=None)
     elif zarr_format == 2:
         codecs = dict(compressors=EBZip(**codec_args), filters=None)
+        dtype = dtype.newbyteorder("<")  # the numcodecs codec gives chunks back little-endian only
     else:
         raise ValueError("zarr_format must be 2 or 3")
-    z = zarr.create_array(store, name=name, shape=x.shape, chunks=x.chunksize, dtype=x.dtype,
+    z = zarr.create_array(store, name=name, shape=x.shape, chunks=x.chunksize, dtype=dtype,
                           zarr_format=zarr_format, overwrite=overwrite, **codecs, **kwargs)
     stored = da.store(x, z, lock=False, compute=compute)
     return z if compute else stored

@@ -408,6 +408,7 @@ def create_dataset(group, name: str, shape, dtype, params: FilterParams, chunks=
     name_dtype = {2: "float16", 4: "float32", 8: "float64"}[dtype.itemsize]
     full = FilterParams(params.mode, params.eb, params.eb_abs, name_dtype, chunks)
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)  # no timestamps: the same data gives the same file (h5py's default too)
     dcpl.set_chunk(chunks)
     if fillvalue is not None:
         dcpl.set_fill_value(np.array(fillvalue, dtype=dtype))

@@ -6,7 +6,8 @@ patterns select) becomes an ebzip dataset (see :mod:`ebzip.h5`); everything
 else is copied as it is: groups and their creation properties, attributes
 (with their HDF5 types), integer, string, compound and reference datasets
 (chunks copied raw, so their filters and chunking are kept bit for bit), soft
-and external links, hard links, dimension scales and their attachments.
+and external links, hard links, dimension scales and their attachments, the
+user block.
 
 Work goes chunk by chunk, so memory stays bounded by a few chunks whatever
 the file's size. Chunks are compressed by a local thread pool, or by the
@@ -33,7 +34,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("HDF5 support needs h5py: pip install 'ebzip[hdf5]'") from e
 
-from . import api, h5
+from . import _arrays, api, h5
 from ._io import atomic_output
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -175,6 +176,13 @@ def _is_ref_dtype(dt) -> bool:
     return h5py.check_ref_dtype(dt) is not None
 
 
+def _untimed(plist):
+    """No creation/modification times in the object header (h5py's default too): the same input
+    gives the same output file, byte for byte, whenever and wherever it is written."""
+    plist.set_obj_track_times(False)
+    return plist
+
+
 def _lcpl():
     lcpl = h5p.create(h5p.LINK_CREATE)
     lcpl.set_char_encoding(h5t.CSET_UTF8)
@@ -268,7 +276,7 @@ class _Copier:
                 dst_group.id.links.create_hard(bname, self.dst.id, self.done[obj.id].encode("utf-8"), lcpl=_lcpl())
                 continue
             if isinstance(obj, h5py.Group):
-                gid = h5g.create(dst_group.id, bname, lcpl=_lcpl(), gcpl=obj.id.get_create_plist())
+                gid = h5g.create(dst_group.id, bname, lcpl=_lcpl(), gcpl=_untimed(obj.id.get_create_plist()))
                 new = h5py.Group(gid)
                 self.done[obj.id] = path
                 self.copy_attrs(obj, new)
@@ -312,8 +320,8 @@ class _Copier:
                 dcpl.get_fill_value(fv)
                 fresh.set_fill_value(fv)
             dcpl = fresh
-        dsid = h5d.create(dst_group.id, name.encode("utf-8"), src.id.get_type(), src.id.get_space(), dcpl=dcpl,
-                          lcpl=_lcpl())
+        dsid = h5d.create(dst_group.id, name.encode("utf-8"), src.id.get_type(), src.id.get_space(),
+                          dcpl=_untimed(dcpl), lcpl=_lcpl())
         dst = h5py.Dataset(dsid)
         if layout == h5d.VIRTUAL or dst.shape is None or dst.size == 0:
             return dst  # a virtual dataset keeps its mapping to the source files; nothing to write
@@ -501,6 +509,14 @@ def _progress(total, enabled, desc):
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
 
 
+def _copy_userblock(src_path: str, dst_path: str, size: int) -> None:
+    """The user block's bytes belong to the application, not HDF5, which writes zeros: copy them."""
+    if not size:
+        return
+    with open(src_path, "rb") as src, open(dst_path, "r+b") as dst:
+        dst.write(src.read(size))
+
+
 def compress_file(src_path: str, dst_path: str, eb: float, mode: str = "rel", *, include=(), exclude=(),
                   eb_for=(), threads: int | None = None, scheduler=None, force: bool = False,
                   progress: bool = False, warn=None) -> list[DatasetReport]:
@@ -556,6 +572,7 @@ def compress_file(src_path: str, dst_path: str, eb: float, mode: str = "rel", *,
             with atomic_output(dst_path, [src_path], force) as tmp:
                 with h5py.File(tmp, "w", userblock_size=src.userblock_size or 0) as dst:
                     _Copier(src, dst, transform, warn).run()
+                _copy_userblock(src_path, tmp, src.userblock_size)
             if bar is not None:
                 bar.close()
     finally:
@@ -580,7 +597,7 @@ def decompress_file(src_path: str, dst_path: str, *, force: bool = False, progre
             if not h5.is_ebzip(dset):
                 return None
             t0 = time.perf_counter()
-            dcpl = h5p.create(h5p.DATASET_CREATE)
+            dcpl = _untimed(h5p.create(h5p.DATASET_CREATE))
             dcpl.set_chunk(dset.chunks)
             fv = _fillvalue(dset)
             if fv is not None:
@@ -606,6 +623,7 @@ def decompress_file(src_path: str, dst_path: str, *, force: bool = False, progre
         with atomic_output(dst_path, [src_path], force) as tmp:
             with h5py.File(tmp, "w", userblock_size=src.userblock_size or 0) as dst:
                 _Copier(src, dst, transform, warn).run()
+            _copy_userblock(src_path, tmp, src.userblock_size)
         if bar is not None:
             bar.close()
     return reports
@@ -701,8 +719,10 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
 
     Floating-point datasets: max error, the bound (recorded in each ebzip
     chunk, or ``eb``/``mode`` if given: ``rel`` is relative to the original's
-    value range), max error / bound, PSNR, NaN/Inf kept bit-exactly. Other
-    datasets must be identical. ``ok`` is False on any violation.
+    value range), max error / bound, PSNR, NaN/Inf kept bit-exactly; one
+    that is not ebzip-compressed must be identical unless ``eb`` is given.
+    Other datasets must be identical (references: pointing to the same
+    objects). ``ok`` is False on any violation.
     """
     for p in (orig_path, comp_path):
         if not os.path.isfile(p):
@@ -742,12 +762,17 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
                         bar.update(y.size * od.dtype.itemsize)
                 rep.note = h5.filter_params(cd).describe()
             else:
+                identical = True
                 for region in _slabs(shape, od.dtype.itemsize):
-                    x = read_region(od, region)
-                    st.add(x, cd[region], None)
+                    x, y = read_region(od, region), cd[region]
+                    st.add(x, y, None)
+                    identical = identical and _eq(x, y)
                     if bar is not None:
                         bar.update(x.size * od.dtype.itemsize)
                 rep.note = "not ebzip-compressed"
+                if eb is None and not identical:  # nothing to check it against: a copy must be exact
+                    rep.ok = False
+                    rep.note += "; values differ"
             rep.max_err, rep.psnr, rep.nonfinite_mismatch = st.max_err, st.psnr, st.bad_nonfinite
             if eb is not None:  # the user's bound, on the whole dataset
                 if mode == "abs":
@@ -782,6 +807,8 @@ def verify_files(orig_path: str, comp_path: str, *, eb: float | None = None, mod
 def _same_values(a, b) -> bool:
     if a.shape is None or b.shape is None:
         return a.shape == b.shape
+    if _is_ref_dtype(a.dtype) or _is_ref_dtype(b.dtype):
+        return _same_refs(a, b)
     if len(a.shape) == 0 or a.size == 0:
         x, y = a[()], b[()]
         return _eq(x, y)
@@ -791,11 +818,49 @@ def _same_values(a, b) -> bool:
     return True
 
 
+def _same_refs(a, b) -> bool:
+    """Reference datasets: equal when each pair of references points to the same object (by path:
+    a copy's references hold other addresses) and, for region references, the same selection."""
+    if h5py.check_ref_dtype(a.dtype) is not h5py.check_ref_dtype(b.dtype):
+        return False
+    x, y = np.asarray(a[()], dtype=object), np.asarray(b[()], dtype=object)
+    if x.shape != y.shape:
+        return False
+    return all(_same_target(a.file, r, b.file, s) for r, s in zip(x.flat, y.flat))
+
+
+def _same_target(fa, r, fb, s) -> bool:
+    if not r or not s:  # null references
+        return not r and not s
+    try:
+        ta, tb = fa[r], fb[s]
+        name = ta.name
+        if not name or fb.get(name) != tb:
+            return False
+        if isinstance(r, h5py.RegionReference):
+            return h5py.h5r.get_region(r, fa.id).encode() == h5py.h5r.get_region(s, fb.id).encode()
+    except Exception:  # a dangling reference, or one HDF5 cannot resolve
+        return False
+    return True
+
+
 def _eq(x, y) -> bool:
+    """Identical values: floats bit for bit (NaN payloads and the sign of zero included, either byte
+    order), complex numbers part by part, anything else by ``==`` or, failing that, its bytes."""
     x, y = np.asarray(x), np.asarray(y)
-    if x.dtype.kind == "f":
-        return x.shape == y.shape and bool(np.array_equal(x.view(f"u{x.dtype.itemsize}"),
-                                                          y.astype(x.dtype).view(f"u{x.dtype.itemsize}")))
+    if x.shape != y.shape:
+        return False
+    if x.dtype.kind == "c" and y.dtype.kind == "c":
+        y = y.astype(x.dtype)
+        return _eq(x.real, y.real) and _eq(x.imag, y.imag)
+    if x.dtype.kind == "f" and y.dtype.kind == "f":
+        y = np.ascontiguousarray(y, dtype=x.dtype)
+        x = np.ascontiguousarray(x)
+        if x.dtype.itemsize in (2, 4, 8):
+            u = f"u{x.dtype.itemsize}"
+            return bool(np.array_equal(x.view(u), y.view(u)))
+        # long double: its storage has padding bytes that hold no value, so compare values
+        return bool(np.array_equal(x, y, equal_nan=True)) and bool(np.array_equal(np.signbit(x), np.signbit(y)))
     try:
         return bool(np.array_equal(x, y))
     except Exception:
@@ -825,16 +890,18 @@ def _sample_offsets(shape, chunks, fraction: float, max_chunks: int):
     k = max(1, min(len(grid), max_chunks, math.ceil(fraction * len(grid))))
     if k >= len(grid):
         return grid
-    idx = np.unique(np.linspace(0, len(grid) - 1, k).round().astype(int))
-    return [grid[i] for i in idx]
+    return [grid[i] for i in _arrays.spread_indices(len(grid), k)]
 
 
 def estimate_file(src_path: str, eb: float, mode: str = "rel", *, include=(), exclude=(), eb_for=(),
                   sample: float = 0.05, max_chunks: int = 64, threads: int | None = None) -> list[EstimateReport]:
-    """Predict each dataset's ratio from a sample of its chunks (evenly spread), writing nothing.
+    """Predict each dataset's ratio from a sample of its chunks, writing nothing.
 
-    In ``rel`` mode the range comes from the sample, which can only
-    understate it: the estimate errs on the low side.
+    The sample is spread evenly (the middle chunk of each of equal runs, so a
+    small one does not take a volume's empty first and last chunks). In
+    ``rel`` mode the range comes from the sample, which can only understate
+    it (a tighter bound, a lower estimate); the sampled chunks may still
+    compress better or worse than the rest.
     """
     api.check_bound(eb, mode)
     if not 0 < sample <= 1:
