@@ -367,6 +367,44 @@ def test_progressive_bound_and_rebuild(digits, tmp_path):
     assert_within(cache.chunk_features(0), reference(prefix_of(stages, 2), x[:200]), cache.eb_abs)
 
 
+def test_failed_build_is_all_or_nothing(digits, tmp_path):
+    """A build refused at its checks keeps the old cache; one failing later leaves the cache empty, never half built."""
+    x, y = digits
+    prefix = prefix_of(make_stages(), 1)
+    cache = FeatureCache(memory_budget=0, spill_dir=tmp_path / "spill", chunk_size=100)
+    cache.build(prefix, x, y, n_frozen=1)
+    old = cache.chunk_features(5)
+    # refused at calibration (3-D maps): the previous cache and its stats stay, whole
+    with pytest.raises(ValueError, match="\\(N, C, H, W\\)"):
+        cache.build(lambda t: prefix(t).flatten(2), x, y, n_frozen=2)
+    assert cache.n_samples == 600 and cache.stats["n_frozen"] == 1
+    assert torch.equal(cache.chunk_features(5), old)
+
+    # the prefix fails on sample 450 (after calibration), once the old cache was dropped: nothing half built is left
+    def failing(t):
+        if bool((t == 1000.0).any()):
+            raise RuntimeError("prefix failed")
+        return prefix(t)
+    x_bad = x.clone()
+    x_bad[450, 0, 0, 0] = 1000.0
+    with pytest.raises(RuntimeError, match="prefix failed"):
+        cache.build(failing, x_bad, y, n_frozen=2)
+    assert cache.n_chunks == 0 and cache.stats == {} and cache.memory_bytes == 0
+    assert list((tmp_path / "spill").iterdir()) == []  # the old and the partial spilled files are gone
+    with pytest.raises(RuntimeError, match="empty"):
+        cache.save(tmp_path / "saved")
+    with pytest.raises(RuntimeError, match="empty"):
+        next(cache.batches(8))
+    assert [h["n_frozen"] for h in cache.history] == [1]  # completed builds only
+
+    # a spill that cannot be written (the spill directory is a file)
+    (tmp_path / "afile").write_text("x")
+    broken = FeatureCache(memory_budget=0, spill_dir=tmp_path / "afile", chunk_size=100)
+    with pytest.raises(OSError):
+        broken.build(prefix, x, y, n_frozen=1)
+    assert broken.n_chunks == 0 and broken.stats == {}
+
+
 # ---------------------------------------------------------------- errors
 
 

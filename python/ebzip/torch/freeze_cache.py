@@ -263,7 +263,8 @@ class FeatureCache:
         self._chunks: list[_Chunk] = []
         self._spilled_files: list[str] = []
         self._meta: dict = {}
-        self.history: list[dict] = []  # accounting of every build, in order
+        self._stats: dict = {}  # accounting of the cache held now ({} when empty)
+        self.history: list[dict] = []  # accounting of every completed build, in order
         # time the prefetch thread spent reading, decoding and augmenting chunks, and the time
         # the training loop waited for it (near 0 when prefetch keeps ahead)
         self.decode_seconds = 0.0
@@ -296,8 +297,9 @@ class FeatureCache:
 
     @property
     def stats(self) -> dict:
-        """Accounting of the current cache: bytes raw vs compressed, bound, channels, timings."""
-        return dict(self.history[-1]) if self.history else {}
+        """Accounting of the cache held now: bytes raw vs compressed, bound, channels, timings
+        (``{}`` when it holds nothing, e.g. after :meth:`clear` or a failed build)."""
+        return dict(self._stats)
 
     @property
     def sensitive_channels(self) -> list[int]:
@@ -368,6 +370,7 @@ class FeatureCache:
         self._spilled_files = []
         self._chunks = []
         self._meta = {}
+        self._stats = {}
 
     @torch.no_grad()
     def build(self, prefix: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
@@ -376,6 +379,11 @@ class FeatureCache:
 
         Replaces what the cache held (the progressive rewrite at a new freeze point).
         ``prefix`` is put in eval mode when it is an ``nn.Module``. Returns :attr:`stats`.
+
+        All or nothing: the arguments and the calibration maps are checked before the old
+        cache is dropped, so a build refused there keeps it; a build that fails after that
+        (the prefix raising on a later sample, a spill that cannot be written) leaves the
+        cache empty (its spilled files removed, :attr:`stats` ``{}``), never half built.
         """
         if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
             raise ValueError(f"inputs must be a 4-D tensor (N, C, H, W); got "
@@ -389,7 +397,6 @@ class FeatureCache:
         if isinstance(prefix, torch.nn.Module):
             prefix.eval()
         rel = self.bound.rel(n_frozen)
-        self.clear()
         t_start = time.perf_counter()
         n = inputs.shape[0]
         rng = np.random.default_rng([self.seed, n_frozen])
@@ -421,7 +428,7 @@ class FeatureCache:
             sensitive = [int(c) for c in order if float(mismatch[c]) > aug.threshold]
             n_sensitive = len(sensitive)
             variant_channels = self._fit_variant_budget(sensitive, cal_f, eb_abs)
-        self._meta = {
+        meta = {
             "n_frozen": n_frozen, "eb_rel": rel, "eb_abs": eb_abs, "value_range": value_range,
             "feature_shape": list(cal_f.shape[1:]), "dtype": str(cal_f.dtype).replace("torch.", ""),
             "device": str(cal_f.device), "stride": list(stride),
@@ -430,6 +437,21 @@ class FeatureCache:
             "augmentations": [a.to_json() for a in aug.augmentations] if aug else [],
             "variants_per_sample": aug.variants_per_sample if aug else 0,
         }
+        self.clear()  # everything checkable is checked: drop the old cache (and its spilled files)
+        try:
+            return self._build_chunks(prefix, inputs, labels, batch_size, cal_f, rng, t_start, meta, n_sensitive)
+        except BaseException:
+            self.clear()  # never leave a half-built cache
+            raise
+
+    def _build_chunks(self, prefix: Callable, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                      cal_f: torch.Tensor, rng: np.random.Generator, t_start: float, meta: dict,
+                      n_sensitive: int) -> dict:
+        """Run the prefix over every chunk, compress and store it (``build`` after calibration)."""
+        self._meta = meta
+        aug, n = self.channel_aug, inputs.shape[0]
+        n_frozen, rel, eb_abs = meta["n_frozen"], meta["eb_rel"], meta["eb_abs"]
+        variant_channels, channels = meta["variant_channels"], meta["feature_shape"][0]
         vc = torch.tensor(variant_channels, dtype=torch.long)
         raw_bytes = raw_variant_bytes = 0
         for index, start in enumerate(range(0, n, self.chunk_size)):
@@ -460,7 +482,7 @@ class FeatureCache:
             self._store(index, chunk, base, variants)
         base_bytes = sum(c.nbytes for c in self._chunks)
         variant_bytes = sum(c.variant_nbytes for c in self._chunks)
-        self.history.append({
+        self._stats = {
             "n_frozen": n_frozen, "eb_rel": rel, "eb_abs": eb_abs, "n_samples": n, "chunks": len(self._chunks),
             "feature_shape": self._meta["feature_shape"], "raw_bytes": raw_bytes, "compressed_bytes": base_bytes,
             "ratio": raw_bytes / base_bytes if base_bytes else math.inf,
@@ -469,7 +491,8 @@ class FeatureCache:
             "channels": channels, "sensitive_channels": n_sensitive, "variant_channels": len(variant_channels),
             "memory_bytes": self.memory_bytes, "spilled_chunks": self.spilled_chunks,
             "build_seconds": time.perf_counter() - t_start,
-        })
+        }
+        self.history.append(dict(self._stats))
         return self.stats
 
     def _fit_variant_budget(self, sensitive: list[int], cal_f: torch.Tensor, eb_abs: float) -> list[int]:
@@ -720,6 +743,7 @@ class FeatureCache:
         for kind in first.files:
             cache._checked_stream(first, kind)
         if manifest.get("stats"):
+            cache._stats = dict(manifest["stats"])
             cache.history.append(manifest["stats"])
         return cache
 
