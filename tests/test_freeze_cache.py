@@ -345,6 +345,33 @@ def test_rebuild_keeps_a_cache_saved_into_the_spill_dir(digits, tmp_path):
     assert FeatureCache.load(spill).n_samples == 600
 
 
+def test_save_into_another_caches_spill_dir(digits, tmp_path):
+    """save() never replaces another live cache's spilled files, and that cache's close() keeps the saved ones."""
+    x, y = digits
+    stages = make_stages()
+    a = FeatureCache(memory_budget=0, spill_dir=tmp_path, chunk_size=300)
+    a.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    a_files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    a_maps = a.chunk_features(1)
+    b = FeatureCache(memory_budget=1 << 30, spill_dir=tmp_path, chunk_size=300)
+    b.build(prefix_of(stages, 2), x, y, n_frozen=2)
+    b.save(tmp_path)
+    assert all((tmp_path / name).read_bytes() == data for name, data in a_files.items())
+    assert torch.equal(a.chunk_features(1), a_maps) and sum(len(t[1]) for t in a.batches(100)) == 600
+    a.close()
+    assert not any((tmp_path / name).exists() for name in a_files)  # a's own files, and only those
+    loaded = FeatureCache.load(tmp_path)
+    assert loaded.n_samples == 600 and torch.equal(loaded.chunk_features(1), b.chunk_features(1))
+    # a file that replaced one a cache spilled is not that cache's to delete
+    c = FeatureCache(memory_budget=0, spill_dir=tmp_path / "c", chunk_size=300)
+    c.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    victim = c._chunks[0].directory / c._chunks[0].files["base"]["file"]
+    (tmp_path / "other").write_bytes(b"someone else's")
+    (tmp_path / "other").replace(victim)
+    c.close()
+    assert victim.read_bytes() == b"someone else's"
+
+
 def test_progressive_bound_and_rebuild(digits, tmp_path):
     b = ProgressiveBound(base=1e-3, growth=2.0, max_rel=5e-3)
     assert [b.rel(k) for k in (1, 2, 3, 4)] == [1e-3, 2e-3, 4e-3, 5e-3]

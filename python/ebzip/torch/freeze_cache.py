@@ -47,7 +47,8 @@ FORMAT_VERSION = 1
 
 
 class FreezeCacheError(ValueError):
-    """A cache directory is missing, incomplete, corrupted or of an unknown format version."""
+    """A cache directory is missing, incomplete, corrupted or of an unknown format version
+    (or a cache cannot be saved as one)."""
 
 
 # ---------------------------------------------------------------- the bound
@@ -211,6 +212,27 @@ def _atomic_write(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _identity(path: Path) -> tuple:
+    """Which file ``path`` is now: another file written or renamed over it differs."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _chunk_file_name(stem: str, kind: str) -> str:
+    return f"{stem}.ebz" if kind == "base" else f"{stem}.variants.ebz"
+
+
+def _free_stem(directory: Path, index: int, taken: set | frozenset = frozenset()) -> str:
+    """The first stem of chunk-00007, chunk-00007-1, ... whose files are neither in ``directory`` (a cache
+    saved there, or another cache's spill) nor in ``taken``: spilling and saving never replace a file."""
+    stem, tries = f"chunk-{index:05d}", 0
+    while any(name in taken or (directory / name).exists()
+              for name in (_chunk_file_name(stem, "base"), _chunk_file_name(stem, "variants"))):
+        tries += 1
+        stem = f"chunk-{index:05d}-{tries}"
+    return stem
+
+
 class FeatureCache:
     """Compressed feature maps of a frozen prefix, in memory under a byte budget, spilling to disk.
 
@@ -261,7 +283,7 @@ class FeatureCache:
         self._spill_dir = Path(spill_dir) if spill_dir is not None else None
         self._own_spill_dir = spill_dir is None
         self._chunks: list[_Chunk] = []
-        self._spilled_files: list[str] = []
+        self._spilled_files: list[tuple[str, tuple]] = []  # (name, _identity) of each file it spilled
         self._meta: dict = {}
         self._stats: dict = {}  # accounting of the cache held now ({} when empty)
         self.history: list[dict] = []  # accounting of every completed build, in order
@@ -338,33 +360,25 @@ class FeatureCache:
             chunk.base, chunk.variants = base, variants
         else:
             chunk.directory = self._spill_path()
-            chunk.files = self._write_chunk_files(chunk.directory, index, base, variants, keep_existing=True)
-            self._spilled_files.extend(info["file"] for info in chunk.files.values())
+            stem = _free_stem(chunk.directory, index)
+            for kind, data in (("base", base), ("variants", variants)):
+                if data is not None:
+                    name = _chunk_file_name(stem, kind)
+                    _atomic_write(chunk.directory / name, data)
+                    # the file's identity: clear() deletes it only while it is still the file written here
+                    self._spilled_files.append((name, _identity(chunk.directory / name)))
+                    chunk.files[kind] = {"file": name, "nbytes": len(data),
+                                         "sha256": hashlib.sha256(data).hexdigest()}
         self._chunks.append(chunk)
 
-    @staticmethod
-    def _write_chunk_files(directory: Path, index: int, base: bytes, variants: bytes | None, *,
-                           keep_existing: bool = False) -> dict:
-        """``keep_existing`` (spilling): never replace a file already in ``directory`` (a cache saved
-        there, or another cache's spill): take the first free stem of chunk-00007, chunk-00007-1, ..."""
-        stem, tries = f"chunk-{index:05d}", 0
-        while keep_existing and any((directory / f"{stem}{ext}").exists() for ext in (".ebz", ".variants.ebz")):
-            tries += 1
-            stem = f"chunk-{index:05d}-{tries}"
-        files = {}
-        for kind, data in (("base", base), ("variants", variants)):
-            if data is None:
-                continue
-            name = f"{stem}.ebz" if kind == "base" else f"{stem}.variants.ebz"
-            _atomic_write(directory / name, data)
-            files[kind] = {"file": name, "nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        return files
-
     def clear(self) -> None:
-        """Drop every chunk: from memory, and the files this cache spilled (never a loaded cache's files)."""
-        for name in self._spilled_files:
+        """Drop every chunk: from memory, and the files this cache spilled and still owns (never a loaded
+        or saved cache's files, nor a file that replaced one of its own)."""
+        for name, identity in self._spilled_files:
             try:
-                (self._spill_dir / name).unlink()
+                f = self._spill_dir / name
+                if _identity(f) == identity:
+                    f.unlink()
             except OSError:
                 pass
         self._spilled_files = []
@@ -654,19 +668,30 @@ class FeatureCache:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the cache as a directory: one ebzip stream file per chunk (and per chunk's
         variants) plus ``manifest.json``, each written to a temporary name and renamed
-        (the manifest last, so a directory with a manifest is complete)."""
+        (the manifest last, so a directory with a manifest is complete).
+
+        Never replaces a chunk file already in ``path`` (another cache's spill or save): a taken
+        name gets the next free one, as in spilling. The manifest is built and checked as
+        :meth:`load` checks it before any file is written, and on failure the chunk files this
+        call wrote are removed."""
         if not self._chunks:
             raise RuntimeError("the cache is empty: nothing to save")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        entries = []
+        here = path.resolve()
+        entries, writes, taken = [], [], set()
         for index, c in enumerate(self._chunks):
-            if c.directory is not None and c.directory.resolve() == path.resolve():
+            if c.directory is not None and c.directory.resolve() == here:
                 files = c.files  # already there (spilled to this directory)
-                c.directory = path
             else:
-                variants = self._read(c, "variants") if c.variant_nbytes else None
-                files = self._write_chunk_files(path, index, self._read(c, "base"), variants)
+                stem, files = _free_stem(path, index, taken), {}
+                for kind in ("base", "variants") if c.variant_nbytes else ("base",):
+                    name = _chunk_file_name(stem, kind)
+                    data = c.base if kind == "base" else c.variants
+                    files[kind] = dict(c.files[kind], file=name) if data is None else \
+                        {"file": name, "nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                    taken.add(name)
+                    writes.append((c, kind, name))
             entries.append({"n": c.n, "nonnegative": c.nonnegative, "labels": c.labels.tolist(),
                             "labels_dtype": str(c.labels.dtype).replace("torch.", ""),
                             "aug_ids": None if c.aug_ids is None else c.aug_ids.tolist(),
@@ -678,8 +703,26 @@ class FeatureCache:
             "predictor": self.predictor, "chunk_size": self.chunk_size, "n_samples": self.n_samples,
             "bound": self.bound.to_json(), "stats": self.stats, **self._meta, "chunks": entries,
         }
-        _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode())
-        if self._spill_dir is not None and self._spill_dir.resolve() == path.resolve():
+        try:  # what load() would refuse is refused here, before anything is written
+            _check_manifest(manifest, path / MANIFEST)
+            text = json.dumps(manifest, indent=1).encode()
+        except (FreezeCacheError, TypeError, ValueError) as e:
+            raise FreezeCacheError(f"this cache cannot be saved as freeze-cache format version {FORMAT_VERSION}: "
+                                   f"{e}") from None
+        written = []
+        try:
+            for c, kind, name in writes:
+                _atomic_write(path / name, self._read(c, kind))
+                written.append(name)
+            _atomic_write(path / MANIFEST, text)
+        except BaseException:
+            for name in written:
+                (path / name).unlink(missing_ok=True)
+            raise
+        for c in self._chunks:
+            if c.directory is not None and c.directory.resolve() == here:
+                c.directory = path
+        if self._spill_dir is not None and self._spill_dir.resolve() == here:
             # they belong to the saved cache now: clear() and close() keep them (and the directory, even
             # a temporary one), and later builds spill beside them under other names
             self._spilled_files = []
