@@ -432,6 +432,34 @@ def test_failed_build_is_all_or_nothing(digits, tmp_path):
     assert broken.n_chunks == 0 and broken.stats == {}
 
 
+def test_what_build_accepts_saves_and_loads(tmp_path):
+    """Maps larger than the input (stride below 1), a huge freeze point: build -> save -> load works;
+    what load would refuse (n_frozen=True, complex labels) build refuses."""
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 1, 8, 8), torch.arange(10)
+    grow = nn.Conv2d(1, 2, 3, padding=2).eval()  # 8x8 -> 10x10
+    cache = FeatureCache()
+    cache.build(grow, x, y, n_frozen=1)
+    assert FeatureCache.load(cache.save(tmp_path / "grow")).n_samples == 10
+    cache.build(grow, x, y, n_frozen=5000)  # rel(5000) overflows a float: max_rel
+    assert cache.stats["eb_rel"] == cache.bound.max_rel
+    assert FeatureCache.load(cache.save(tmp_path / "deep")).eb_abs == cache.eb_abs
+    with pytest.raises(ValueError, match="freeze point"):
+        cache.build(grow, x, y, n_frozen=True)
+    with pytest.raises(TypeError, match="labels"):
+        cache.build(grow, x, y.to(torch.complex64), n_frozen=1)
+    # a cache load would refuse is not saved, and nothing is written
+    cache._chunks[0].labels = cache._chunks[0].labels.to(torch.complex64)
+    with pytest.raises(FreezeCacheError, match="cannot be saved"):
+        cache.save(tmp_path / "bad")
+    assert list((tmp_path / "bad").iterdir()) == []
+
+
+def test_progressive_bound_saturates():
+    assert ProgressiveBound(base=1e-2, growth=1e10, max_rel=0.05).rel(40) == 0.05
+    assert ProgressiveBound().rel(1100) == 0.05
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -77,9 +77,12 @@ class ProgressiveBound:
         return cls(base=rel, growth=1.0, max_rel=rel)
 
     def rel(self, n_frozen: int) -> float:
-        if not isinstance(n_frozen, int) or n_frozen < 1:
+        if not isinstance(n_frozen, int) or isinstance(n_frozen, bool) or n_frozen < 1:
             raise ValueError(f"the freeze point is a number of frozen stages >= 1; got {n_frozen!r}")
-        return min(self.base * self.growth ** (n_frozen - 1), self.max_rel)
+        try:
+            return min(self.base * self.growth ** (n_frozen - 1), self.max_rel)
+        except OverflowError:  # growth ** (k - 1) beyond float: far past max_rel
+            return self.max_rel
 
     def to_json(self) -> dict:
         return {"base": self.base, "growth": self.growth, "max_rel": self.max_rel}
@@ -402,8 +405,11 @@ class FeatureCache:
         if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
             raise ValueError(f"inputs must be a 4-D tensor (N, C, H, W); got "
                              f"{tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__}")
-        if not isinstance(labels, torch.Tensor) or labels.shape[:1] != inputs.shape[:1]:
+        if not isinstance(labels, torch.Tensor) or labels.dim() == 0 or labels.shape[:1] != inputs.shape[:1]:
             raise ValueError("labels must be a tensor with one entry per input")
+        if labels.is_complex():
+            raise TypeError(f"labels must be integer, floating-point or bool (a saved cache holds them as JSON "
+                            f"numbers); got {labels.dtype}")
         if inputs.shape[0] == 0:
             raise ValueError("inputs is empty")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -430,7 +436,9 @@ class FeatureCache:
                              "to scale the relative bound by")
         value_range = float(finite.max()) - float(finite.min())
         eb_abs = rel * value_range
-        stride = (inputs.shape[2] // cal_f.shape[2], inputs.shape[3] // cal_f.shape[3])
+        # input pixels per map pixel, for shifting maps; a map larger than its input (padding, upsampling) has no
+        # whole stride and records 1 (channel augmentation refuses such maps just below)
+        stride = (max(1, inputs.shape[2] // cal_f.shape[2]), max(1, inputs.shape[3] // cal_f.shape[3]))
         if aug is not None and (inputs.shape[2] % cal_f.shape[2] or inputs.shape[3] % cal_f.shape[3]):
             raise ValueError(f"channel augmentation needs maps whose size divides the input's: "
                              f"{tuple(inputs.shape[2:])} -> {tuple(cal_f.shape[2:])}")
