@@ -460,6 +460,24 @@ def test_progressive_bound_saturates():
     assert ProgressiveBound().rel(1100) == 0.05
 
 
+@pytest.mark.parametrize("budget", [0, 10**9])
+def test_close_or_rebuild_during_an_epoch(digits, budget):
+    x, y = digits
+    prefix = prefix_of(make_stages(), 1)
+    cache = FeatureCache(memory_budget=budget, chunk_size=100)
+    cache.build(prefix, x, y, n_frozen=1)
+    it = cache.batches(30)
+    next(it)
+    cache.build(prefix, x, y, n_frozen=1)  # a rebuild: the epoch's chunks are gone
+    with pytest.raises(RuntimeError, match="while an epoch was being iterated"):
+        list(it)
+    it = cache.batches(30)
+    next(it)
+    cache.close()
+    with pytest.raises(RuntimeError, match="while an epoch was being iterated"):
+        list(it)
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -289,6 +289,7 @@ class FeatureCache:
         self._spilled_files: list[tuple[str, tuple]] = []  # (name, _identity) of each file it spilled
         self._meta: dict = {}
         self._stats: dict = {}  # accounting of the cache held now ({} when empty)
+        self._generation = 0  # counts clear()s: an epoch being iterated stops when its cache is gone
         self.history: list[dict] = []  # accounting of every completed build, in order
         # time the prefetch thread spent reading, decoding and augmenting chunks, and the time
         # the training loop waited for it (near 0 when prefetch keeps ahead)
@@ -388,6 +389,7 @@ class FeatureCache:
         self._chunks = []
         self._meta = {}
         self._stats = {}
+        self._generation += 1
 
     @torch.no_grad()
     def build(self, prefix: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
@@ -572,15 +574,24 @@ class FeatureCache:
 
     def chunk_features(self, index: int) -> torch.Tensor:
         """The decoded base maps of chunk ``index``, in sample order (no shuffle, no augmentation)."""
-        chunk = self._chunks[index]
+        return self._chunk_features(self._chunks[index])
+
+    def _chunk_features(self, chunk: _Chunk) -> torch.Tensor:
         return self._decompress(self._checked_stream(chunk, "base"), self._stream_shape(chunk, "base"),
                                 chunk.nonnegative)
 
-    def _prepare(self, index: int, perm: np.ndarray, choice: np.ndarray, start: int):
+    def _check_generation(self, generation: int) -> None:
+        if self._generation != generation:
+            raise RuntimeError("the cache was cleared, closed or rebuilt while an epoch was being iterated; "
+                               "start a new epoch with batches()")
+
+    def _prepare(self, index: int, perm: np.ndarray, choice: np.ndarray, start: int, generation: int):
         """Decode chunk ``index`` and apply the epoch's augmentation; runs in the prefetch thread."""
         t_start = time.perf_counter()
-        chunk = self._chunks[index]
-        feats = self.chunk_features(index)
+        chunks = self._chunks
+        self._check_generation(generation)
+        chunk = chunks[index]
+        feats = self._chunk_features(chunk)
         aug_index = np.full(chunk.n, -1)  # -1: identity
         if choice is not None:
             augs = self.channel_aug_list
@@ -627,6 +638,7 @@ class FeatureCache:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         augs = self.channel_aug_list if augment else []
         device = torch.device(device if device is not None else self._meta.get("device", "cpu"))
+        generation = self._generation
         rng = np.random.default_rng([self.seed, int(epoch), 1])
         order = rng.permutation(len(self._chunks)) if shuffle else np.arange(len(self._chunks))
         starts = np.cumsum([0] + [c.n for c in self._chunks])
@@ -638,7 +650,7 @@ class FeatureCache:
             if augs:
                 options = (self._chunks[i].aug_ids.shape[1] if self._chunks[i].aug_ids is not None else len(augs))
                 choice = rng.integers(0, options + 1, size=n)  # 0: not augmented
-            plans.append((int(i), perm, choice, int(starts[i])))
+            plans.append((int(i), perm, choice, int(starts[i]), generation))
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebzip-freeze-cache-prefetch")
         try:
@@ -647,7 +659,11 @@ class FeatureCache:
             carry = None
             while pending:
                 t_wait = time.perf_counter()
-                part = pending.pop(0).result()
+                try:
+                    part = pending.pop(0).result()
+                except Exception:
+                    self._check_generation(generation)  # a chunk gone with its cache: say so, not what broke
+                    raise
                 self.wait_seconds += time.perf_counter() - t_wait
                 if next_plan < len(plans):
                     pending.append(pool.submit(self._prepare, *plans[next_plan]))
@@ -658,10 +674,12 @@ class FeatureCache:
                 n = part[0].shape[0]
                 full = n - n % batch_size
                 for s in range(0, full, batch_size):
+                    self._check_generation(generation)
                     yield self._emit(tuple(t[s:s + batch_size] for t in part), device, with_index)
                 if full < n:
                     carry = tuple(t[full:] for t in part)
             if carry is not None and not drop_last:
+                self._check_generation(generation)
                 yield self._emit(carry, device, with_index)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
