@@ -501,6 +501,18 @@ def test_bad_arguments(digits):
         ChannelAugmentation([])
     with pytest.raises(ValueError, match="variants_per_sample"):
         ChannelAugmentation(SHIFTS[:2], variants_per_sample=3)
+    with pytest.raises(ValueError, match="variant_budget"):
+        ChannelAugmentation(SHIFTS, variant_budget=float("inf"))
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            FeatureCache(seed=seed)
+        with pytest.raises(ValueError, match="seed"):
+            next(iterate_tensors(x, y, 10, epoch=0, seed=seed))
+    for batch_size in (0, -4, 2.0):
+        with pytest.raises(ValueError, match="batch_size"):
+            next(iterate_tensors(x, y, batch_size, epoch=0))
+    with pytest.raises(ValueError, match="epoch"):
+        next(iterate_tensors(x, y, 10, epoch=-1))
     with pytest.raises(ValueError, match="multiples of the stride"):
         Shift(1, 0).feature(torch.zeros(1, 1, 4, 4), (2, 2))
     cache = FeatureCache()
@@ -514,6 +526,9 @@ def test_bad_arguments(digits):
         cache.build(nn.Flatten(1), x, y, n_frozen=1)
     with pytest.raises(TypeError, match="floating-point"):
         cache.build(lambda t: (t > 0).long(), x, y, n_frozen=1)
+    cache.build(nn.Identity(), x[:20], y[:20], n_frozen=1)
+    with pytest.raises(ValueError, match="epoch"):
+        next(cache.batches(8, epoch=-1))
 
 
 def test_damaged_cache_is_refused(digits, tmp_path):

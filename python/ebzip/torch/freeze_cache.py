@@ -162,8 +162,8 @@ class ChannelAugmentation:
             raise TypeError("augmentations must be a non-empty list of augmentations such as Shift(dy, dx)")
         if not (isinstance(self.threshold, (int, float)) and self.threshold >= 0):
             raise ValueError(f"threshold must be >= 0; got {self.threshold!r}")
-        if not (isinstance(self.variant_budget, (int, float)) and 0 <= self.variant_budget):
-            raise ValueError(f"variant_budget is a fraction of the base cache's bytes, >= 0; "
+        if not (isinstance(self.variant_budget, (int, float)) and 0 <= self.variant_budget < math.inf):
+            raise ValueError(f"variant_budget is a fraction of the base cache's bytes, finite and >= 0; "
                              f"got {self.variant_budget!r}")
         if not (isinstance(self.variants_per_sample, int) and 1 <= self.variants_per_sample
                 <= len(self.augmentations)):
@@ -282,7 +282,7 @@ class FeatureCache:
         self.predictor = predictor
         self.prefetch = prefetch
         self.threads = threads
-        self.seed = int(seed)
+        self.seed = _seed_like("seed", seed)
         self._spill_dir = Path(spill_dir) if spill_dir is not None else None
         self._own_spill_dir = spill_dir is None
         self._chunks: list[_Chunk] = []
@@ -639,7 +639,7 @@ class FeatureCache:
         augs = self.channel_aug_list if augment else []
         device = torch.device(device if device is not None else self._meta.get("device", "cpu"))
         generation = self._generation
-        rng = np.random.default_rng([self.seed, int(epoch), 1])
+        rng = np.random.default_rng([self.seed, _seed_like("epoch", epoch), 1])
         order = rng.permutation(len(self._chunks)) if shuffle else np.arange(len(self._chunks))
         starts = np.cumsum([0] + [c.n for c in self._chunks])
         plans = []  # all randomness drawn here, in order, so the prefetch thread cannot change it
@@ -841,6 +841,13 @@ _META_KEYS = ("n_frozen", "eb_rel", "eb_abs", "value_range", "feature_shape", "d
 _MAP_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
+def _seed_like(name: str, v) -> int:
+    """A seed or an epoch number: an integer >= 0 (what numpy's seeding takes)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
+    return int(v)
+
+
 def _is_int(v, lo: int = 0) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
@@ -951,7 +958,9 @@ def iterate_tensors(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
                     augmentations: Sequence | None = None) -> Iterable[tuple]:
     """Shuffled input batches with each sample augmented by one of ``augmentations`` or not at all
     (uniformly), the way the cache augments; for the epochs before a freeze and for baselines."""
-    rng = np.random.default_rng([seed, int(epoch), 2])
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    rng = np.random.default_rng([_seed_like("seed", seed), _seed_like("epoch", epoch), 2])
     perm = torch.from_numpy(rng.permutation(inputs.shape[0]))
     choice = rng.integers(0, len(augmentations) + 1, size=inputs.shape[0]) if augmentations else None
     for s in range(0, inputs.shape[0], batch_size):
