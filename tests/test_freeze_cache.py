@@ -478,6 +478,25 @@ def test_close_or_rebuild_during_an_epoch(digits, budget):
         list(it)
 
 
+def test_build_runs_the_prefix_in_batches(digits):
+    """Every prefix call of a build, the channel-mismatch pass included, sees at most batch_size samples;
+    the mismatch is the same as computed in one batch."""
+    x, y = digits
+    prefix = prefix_of(make_stages(), 1).eval()  # build() cannot put a plain function in eval mode
+    sizes = []
+
+    def counted(t):
+        sizes.append(len(t))
+        return prefix(t)
+    aug = ChannelAugmentation(SHIFTS[:3], threshold=0.0, calibration_samples=100)
+    cache = FeatureCache(chunk_size=200, channel_aug=aug)
+    cache.build(counted, x, y, n_frozen=1, batch_size=16)
+    assert max(sizes) <= 16
+    with torch.no_grad():
+        whole = aug.mismatch(prefix, x[:100], prefix(x[:100]), (1, 1))
+    assert torch.allclose(torch.tensor(cache.channel_mismatch, dtype=torch.float64), whole, rtol=1e-6)
+
+
 # ---------------------------------------------------------------- errors
 
 

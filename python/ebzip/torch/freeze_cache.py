@@ -174,18 +174,22 @@ class ChannelAugmentation:
 
     @torch.no_grad()
     def mismatch(self, prefix: Callable, x: torch.Tensor, features: torch.Tensor,
-                 stride: tuple[int, int]) -> torch.Tensor:
+                 stride: tuple[int, int], batch_size: int | None = None) -> torch.Tensor:
         """Per channel, the mean relative L2 mismatch between augmenting the map and mapping the augmented input
-        (over the elements finite in both)."""
+        (over the elements finite in both); the prefix runs on ``batch_size`` samples at a time (all when None)."""
+        step = batch_size or max(len(x), 1)
         total = torch.zeros(features.shape[1], dtype=torch.float64)
         for aug in self.augmentations:
-            on_map = aug.feature(features, stride).double().cpu()
-            of_input = prefix(aug.input(x)).double().cpu()
-            # over the elements finite in both: one NaN or Inf would make its channel's mismatch NaN
-            ok = on_map.isfinite() & of_input.isfinite()
-            num = (on_map - of_input).where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt()
-            den = of_input.where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt().clamp_min(1e-30)
-            total += num / den
+            num = torch.zeros(features.shape[1], dtype=torch.float64)
+            den = torch.zeros(features.shape[1], dtype=torch.float64)
+            for i in range(0, len(x), step):
+                on_map = aug.feature(features[i:i + step], stride).double().cpu()
+                of_input = prefix(aug.input(x[i:i + step])).double().cpu()
+                # over the elements finite in both: one NaN or Inf would make its channel's mismatch NaN
+                ok = on_map.isfinite() & of_input.isfinite()
+                num += (on_map - of_input).where(ok, 0).pow(2).sum(dim=(0, 2, 3))
+                den += of_input.where(ok, 0).pow(2).sum(dim=(0, 2, 3))
+            total += num.sqrt() / den.sqrt().clamp_min(1e-30)
         return total / len(self.augmentations)
 
 
@@ -447,7 +451,7 @@ class FeatureCache:
         channels = cal_f.shape[1]
         mismatch, variant_channels, n_sensitive = None, [], 0
         if aug is not None:
-            mismatch = aug.mismatch(prefix, cal_x, cal_f, stride)
+            mismatch = aug.mismatch(prefix, cal_x, cal_f, stride, batch_size)
             order = torch.argsort(mismatch, descending=True)
             sensitive = [int(c) for c in order if float(mismatch[c]) > aug.threshold]
             n_sensitive = len(sensitive)
