@@ -757,6 +757,35 @@ def test_convergence_freezing():
     assert frozen == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
 
 
+def test_convergence_needs_a_gradient():
+    """after_backward() after zero_grad() sees no gradient: that is not convergence (nothing freezes, a warning)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    freezer = ProgressiveFreezer(split_stages(model), convergence=GradNormConvergence(threshold=0.1))
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    frozen = []
+    with pytest.warns(RuntimeWarning, match="no gradient"):
+        for epoch in range(4):
+            frozen.append(freezer.start_epoch(epoch))
+            for _ in range(3):
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+                freezer.after_backward()
+    assert frozen == [0, 0, 0, 0]
+    # a stage without parameters has nothing to wait for: it still counts as converged
+    stages = [nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)]
+    freezer = ProgressiveFreezer(stages, convergence=GradNormConvergence(threshold=0.05))
+    for epoch in range(3):
+        freezer.start_epoch(epoch)
+        for s in stages:
+            for p in s.parameters():
+                p.grad = torch.ones_like(p) if p.requires_grad else None
+        freezer.after_backward()
+    assert freezer.frozen == 2
+
+
 def test_stage_forward_flops():
     stages = [nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(1), nn.Linear(4 * 8 * 8, 10)]
     flops = stage_forward_flops(stages, torch.zeros(5, 1, 8, 8))
