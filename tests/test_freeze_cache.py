@@ -345,6 +345,33 @@ def test_rebuild_keeps_a_cache_saved_into_the_spill_dir(digits, tmp_path):
     assert FeatureCache.load(spill).n_samples == 600
 
 
+def test_save_into_another_caches_spill_dir(digits, tmp_path):
+    """save() never replaces another live cache's spilled files, and that cache's close() keeps the saved ones."""
+    x, y = digits
+    stages = make_stages()
+    a = FeatureCache(memory_budget=0, spill_dir=tmp_path, chunk_size=300)
+    a.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    a_files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    a_maps = a.chunk_features(1)
+    b = FeatureCache(memory_budget=1 << 30, spill_dir=tmp_path, chunk_size=300)
+    b.build(prefix_of(stages, 2), x, y, n_frozen=2)
+    b.save(tmp_path)
+    assert all((tmp_path / name).read_bytes() == data for name, data in a_files.items())
+    assert torch.equal(a.chunk_features(1), a_maps) and sum(len(t[1]) for t in a.batches(100)) == 600
+    a.close()
+    assert not any((tmp_path / name).exists() for name in a_files)  # a's own files, and only those
+    loaded = FeatureCache.load(tmp_path)
+    assert loaded.n_samples == 600 and torch.equal(loaded.chunk_features(1), b.chunk_features(1))
+    # a file that replaced one a cache spilled is not that cache's to delete
+    c = FeatureCache(memory_budget=0, spill_dir=tmp_path / "c", chunk_size=300)
+    c.build(prefix_of(stages, 1), x, y, n_frozen=1)
+    victim = c._chunks[0].directory / c._chunks[0].files["base"]["file"]
+    (tmp_path / "other").write_bytes(b"someone else's")
+    (tmp_path / "other").replace(victim)
+    c.close()
+    assert victim.read_bytes() == b"someone else's"
+
+
 def test_progressive_bound_and_rebuild(digits, tmp_path):
     b = ProgressiveBound(base=1e-3, growth=2.0, max_rel=5e-3)
     assert [b.rel(k) for k in (1, 2, 3, 4)] == [1e-3, 2e-3, 4e-3, 5e-3]
@@ -365,6 +392,109 @@ def test_progressive_bound_and_rebuild(digits, tmp_path):
     # the rewrite replaced the first cache's files
     assert sorted(p.name for p in tmp_path.iterdir()) == files1  # same names: chunk-00000.ebz ...
     assert_within(cache.chunk_features(0), reference(prefix_of(stages, 2), x[:200]), cache.eb_abs)
+
+
+def test_failed_build_is_all_or_nothing(digits, tmp_path):
+    """A build refused at its checks keeps the old cache; one failing later leaves the cache empty, never half built."""
+    x, y = digits
+    prefix = prefix_of(make_stages(), 1)
+    cache = FeatureCache(memory_budget=0, spill_dir=tmp_path / "spill", chunk_size=100)
+    cache.build(prefix, x, y, n_frozen=1)
+    old = cache.chunk_features(5)
+    # refused at calibration (3-D maps): the previous cache and its stats stay, whole
+    with pytest.raises(ValueError, match="\\(N, C, H, W\\)"):
+        cache.build(lambda t: prefix(t).flatten(2), x, y, n_frozen=2)
+    assert cache.n_samples == 600 and cache.stats["n_frozen"] == 1
+    assert torch.equal(cache.chunk_features(5), old)
+
+    # the prefix fails on sample 450 (after calibration), once the old cache was dropped: nothing half built is left
+    def failing(t):
+        if bool((t == 1000.0).any()):
+            raise RuntimeError("prefix failed")
+        return prefix(t)
+    x_bad = x.clone()
+    x_bad[450, 0, 0, 0] = 1000.0
+    with pytest.raises(RuntimeError, match="prefix failed"):
+        cache.build(failing, x_bad, y, n_frozen=2)
+    assert cache.n_chunks == 0 and cache.stats == {} and cache.memory_bytes == 0
+    assert list((tmp_path / "spill").iterdir()) == []  # the old and the partial spilled files are gone
+    with pytest.raises(RuntimeError, match="empty"):
+        cache.save(tmp_path / "saved")
+    with pytest.raises(RuntimeError, match="empty"):
+        next(cache.batches(8))
+    assert [h["n_frozen"] for h in cache.history] == [1]  # completed builds only
+
+    # a spill that cannot be written (the spill directory is a file)
+    (tmp_path / "afile").write_text("x")
+    broken = FeatureCache(memory_budget=0, spill_dir=tmp_path / "afile", chunk_size=100)
+    with pytest.raises(OSError):
+        broken.build(prefix, x, y, n_frozen=1)
+    assert broken.n_chunks == 0 and broken.stats == {}
+
+
+def test_what_build_accepts_saves_and_loads(tmp_path):
+    """Maps larger than the input (stride below 1), a huge freeze point: build -> save -> load works;
+    what load would refuse (n_frozen=True, complex labels) build refuses."""
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 1, 8, 8), torch.arange(10)
+    grow = nn.Conv2d(1, 2, 3, padding=2).eval()  # 8x8 -> 10x10
+    cache = FeatureCache()
+    cache.build(grow, x, y, n_frozen=1)
+    assert FeatureCache.load(cache.save(tmp_path / "grow")).n_samples == 10
+    cache.build(grow, x, y, n_frozen=5000)  # rel(5000) overflows a float: max_rel
+    assert cache.stats["eb_rel"] == cache.bound.max_rel
+    assert FeatureCache.load(cache.save(tmp_path / "deep")).eb_abs == cache.eb_abs
+    with pytest.raises(ValueError, match="freeze point"):
+        cache.build(grow, x, y, n_frozen=True)
+    with pytest.raises(TypeError, match="labels"):
+        cache.build(grow, x, y.to(torch.complex64), n_frozen=1)
+    # a cache load would refuse is not saved, and nothing is written
+    cache._chunks[0].labels = cache._chunks[0].labels.to(torch.complex64)
+    with pytest.raises(FreezeCacheError, match="cannot be saved"):
+        cache.save(tmp_path / "bad")
+    assert list((tmp_path / "bad").iterdir()) == []
+
+
+def test_progressive_bound_saturates():
+    assert ProgressiveBound(base=1e-2, growth=1e10, max_rel=0.05).rel(40) == 0.05
+    assert ProgressiveBound().rel(1100) == 0.05
+
+
+@pytest.mark.parametrize("budget", [0, 10**9])
+def test_close_or_rebuild_during_an_epoch(digits, budget):
+    x, y = digits
+    prefix = prefix_of(make_stages(), 1)
+    cache = FeatureCache(memory_budget=budget, chunk_size=100)
+    cache.build(prefix, x, y, n_frozen=1)
+    it = cache.batches(30)
+    next(it)
+    cache.build(prefix, x, y, n_frozen=1)  # a rebuild: the epoch's chunks are gone
+    with pytest.raises(RuntimeError, match="while an epoch was being iterated"):
+        list(it)
+    it = cache.batches(30)
+    next(it)
+    cache.close()
+    with pytest.raises(RuntimeError, match="while an epoch was being iterated"):
+        list(it)
+
+
+def test_build_runs_the_prefix_in_batches(digits):
+    """Every prefix call of a build, the channel-mismatch pass included, sees at most batch_size samples;
+    the mismatch is the same as computed in one batch."""
+    x, y = digits
+    prefix = prefix_of(make_stages(), 1).eval()  # build() cannot put a plain function in eval mode
+    sizes = []
+
+    def counted(t):
+        sizes.append(len(t))
+        return prefix(t)
+    aug = ChannelAugmentation(SHIFTS[:3], threshold=0.0, calibration_samples=100)
+    cache = FeatureCache(chunk_size=200, channel_aug=aug)
+    cache.build(counted, x, y, n_frozen=1, batch_size=16)
+    assert max(sizes) <= 16
+    with torch.no_grad():
+        whole = aug.mismatch(prefix, x[:100], prefix(x[:100]), (1, 1))
+    assert torch.allclose(torch.tensor(cache.channel_mismatch, dtype=torch.float64), whole, rtol=1e-6)
 
 
 # ---------------------------------------------------------------- errors
@@ -390,6 +520,18 @@ def test_bad_arguments(digits):
         ChannelAugmentation([])
     with pytest.raises(ValueError, match="variants_per_sample"):
         ChannelAugmentation(SHIFTS[:2], variants_per_sample=3)
+    with pytest.raises(ValueError, match="variant_budget"):
+        ChannelAugmentation(SHIFTS, variant_budget=float("inf"))
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            FeatureCache(seed=seed)
+        with pytest.raises(ValueError, match="seed"):
+            next(iterate_tensors(x, y, 10, epoch=0, seed=seed))
+    for batch_size in (0, -4, 2.0):
+        with pytest.raises(ValueError, match="batch_size"):
+            next(iterate_tensors(x, y, batch_size, epoch=0))
+    with pytest.raises(ValueError, match="epoch"):
+        next(iterate_tensors(x, y, 10, epoch=-1))
     with pytest.raises(ValueError, match="multiples of the stride"):
         Shift(1, 0).feature(torch.zeros(1, 1, 4, 4), (2, 2))
     cache = FeatureCache()
@@ -403,6 +545,9 @@ def test_bad_arguments(digits):
         cache.build(nn.Flatten(1), x, y, n_frozen=1)
     with pytest.raises(TypeError, match="floating-point"):
         cache.build(lambda t: (t > 0).long(), x, y, n_frozen=1)
+    cache.build(nn.Identity(), x[:20], y[:20], n_frozen=1)
+    with pytest.raises(ValueError, match="epoch"):
+        next(cache.batches(8, epoch=-1))
 
 
 def test_damaged_cache_is_refused(digits, tmp_path):
@@ -610,6 +755,35 @@ def test_convergence_freezing():
             freezer.after_backward()
     # converged means 3 equal epochs in a row (patience 2): stage 0 after epochs 0-2, stage 1 after 4-6
     assert frozen == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+
+
+def test_convergence_needs_a_gradient():
+    """after_backward() after zero_grad() sees no gradient: that is not convergence (nothing freezes, a warning)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    freezer = ProgressiveFreezer(split_stages(model), convergence=GradNormConvergence(threshold=0.1))
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    frozen = []
+    with pytest.warns(RuntimeWarning, match="no gradient"):
+        for epoch in range(4):
+            frozen.append(freezer.start_epoch(epoch))
+            for _ in range(3):
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                opt.zero_grad()
+                freezer.after_backward()
+    assert frozen == [0, 0, 0, 0]
+    # a stage without parameters has nothing to wait for: it still counts as converged
+    stages = [nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)]
+    freezer = ProgressiveFreezer(stages, convergence=GradNormConvergence(threshold=0.05))
+    for epoch in range(3):
+        freezer.start_epoch(epoch)
+        for s in stages:
+            for p in s.parameters():
+                p.grad = torch.ones_like(p) if p.requires_grad else None
+        freezer.after_backward()
+    assert freezer.frozen == 2
 
 
 def test_stage_forward_flops():

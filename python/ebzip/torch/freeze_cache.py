@@ -47,7 +47,8 @@ FORMAT_VERSION = 1
 
 
 class FreezeCacheError(ValueError):
-    """A cache directory is missing, incomplete, corrupted or of an unknown format version."""
+    """A cache directory is missing, incomplete, corrupted or of an unknown format version
+    (or a cache cannot be saved as one)."""
 
 
 # ---------------------------------------------------------------- the bound
@@ -76,9 +77,12 @@ class ProgressiveBound:
         return cls(base=rel, growth=1.0, max_rel=rel)
 
     def rel(self, n_frozen: int) -> float:
-        if not isinstance(n_frozen, int) or n_frozen < 1:
+        if not isinstance(n_frozen, int) or isinstance(n_frozen, bool) or n_frozen < 1:
             raise ValueError(f"the freeze point is a number of frozen stages >= 1; got {n_frozen!r}")
-        return min(self.base * self.growth ** (n_frozen - 1), self.max_rel)
+        try:
+            return min(self.base * self.growth ** (n_frozen - 1), self.max_rel)
+        except OverflowError:  # growth ** (k - 1) beyond float: far past max_rel
+            return self.max_rel
 
     def to_json(self) -> dict:
         return {"base": self.base, "growth": self.growth, "max_rel": self.max_rel}
@@ -158,8 +162,8 @@ class ChannelAugmentation:
             raise TypeError("augmentations must be a non-empty list of augmentations such as Shift(dy, dx)")
         if not (isinstance(self.threshold, (int, float)) and self.threshold >= 0):
             raise ValueError(f"threshold must be >= 0; got {self.threshold!r}")
-        if not (isinstance(self.variant_budget, (int, float)) and 0 <= self.variant_budget):
-            raise ValueError(f"variant_budget is a fraction of the base cache's bytes, >= 0; "
+        if not (isinstance(self.variant_budget, (int, float)) and 0 <= self.variant_budget < math.inf):
+            raise ValueError(f"variant_budget is a fraction of the base cache's bytes, finite and >= 0; "
                              f"got {self.variant_budget!r}")
         if not (isinstance(self.variants_per_sample, int) and 1 <= self.variants_per_sample
                 <= len(self.augmentations)):
@@ -170,18 +174,22 @@ class ChannelAugmentation:
 
     @torch.no_grad()
     def mismatch(self, prefix: Callable, x: torch.Tensor, features: torch.Tensor,
-                 stride: tuple[int, int]) -> torch.Tensor:
+                 stride: tuple[int, int], batch_size: int | None = None) -> torch.Tensor:
         """Per channel, the mean relative L2 mismatch between augmenting the map and mapping the augmented input
-        (over the elements finite in both)."""
+        (over the elements finite in both); the prefix runs on ``batch_size`` samples at a time (all when None)."""
+        step = batch_size or max(len(x), 1)
         total = torch.zeros(features.shape[1], dtype=torch.float64)
         for aug in self.augmentations:
-            on_map = aug.feature(features, stride).double().cpu()
-            of_input = prefix(aug.input(x)).double().cpu()
-            # over the elements finite in both: one NaN or Inf would make its channel's mismatch NaN
-            ok = on_map.isfinite() & of_input.isfinite()
-            num = (on_map - of_input).where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt()
-            den = of_input.where(ok, 0).pow(2).sum(dim=(0, 2, 3)).sqrt().clamp_min(1e-30)
-            total += num / den
+            num = torch.zeros(features.shape[1], dtype=torch.float64)
+            den = torch.zeros(features.shape[1], dtype=torch.float64)
+            for i in range(0, len(x), step):
+                on_map = aug.feature(features[i:i + step], stride).double().cpu()
+                of_input = prefix(aug.input(x[i:i + step])).double().cpu()
+                # over the elements finite in both: one NaN or Inf would make its channel's mismatch NaN
+                ok = on_map.isfinite() & of_input.isfinite()
+                num += (on_map - of_input).where(ok, 0).pow(2).sum(dim=(0, 2, 3))
+                den += of_input.where(ok, 0).pow(2).sum(dim=(0, 2, 3))
+            total += num.sqrt() / den.sqrt().clamp_min(1e-30)
         return total / len(self.augmentations)
 
 
@@ -209,6 +217,27 @@ def _atomic_write(path: Path, data) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _identity(path: Path) -> tuple:
+    """Which file ``path`` is now: another file written or renamed over it differs."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _chunk_file_name(stem: str, kind: str) -> str:
+    return f"{stem}.ebz" if kind == "base" else f"{stem}.variants.ebz"
+
+
+def _free_stem(directory: Path, index: int, taken: set | frozenset = frozenset()) -> str:
+    """The first stem of chunk-00007, chunk-00007-1, ... whose files are neither in ``directory`` (a cache
+    saved there, or another cache's spill) nor in ``taken``: spilling and saving never replace a file."""
+    stem, tries = f"chunk-{index:05d}", 0
+    while any(name in taken or (directory / name).exists()
+              for name in (_chunk_file_name(stem, "base"), _chunk_file_name(stem, "variants"))):
+        tries += 1
+        stem = f"chunk-{index:05d}-{tries}"
+    return stem
 
 
 class FeatureCache:
@@ -257,13 +286,15 @@ class FeatureCache:
         self.predictor = predictor
         self.prefetch = prefetch
         self.threads = threads
-        self.seed = int(seed)
+        self.seed = _seed_like("seed", seed)
         self._spill_dir = Path(spill_dir) if spill_dir is not None else None
         self._own_spill_dir = spill_dir is None
         self._chunks: list[_Chunk] = []
-        self._spilled_files: list[str] = []
+        self._spilled_files: list[tuple[str, tuple]] = []  # (name, _identity) of each file it spilled
         self._meta: dict = {}
-        self.history: list[dict] = []  # accounting of every build, in order
+        self._stats: dict = {}  # accounting of the cache held now ({} when empty)
+        self._generation = 0  # counts clear()s: an epoch being iterated stops when its cache is gone
+        self.history: list[dict] = []  # accounting of every completed build, in order
         # time the prefetch thread spent reading, decoding and augmenting chunks, and the time
         # the training loop waited for it (near 0 when prefetch keeps ahead)
         self.decode_seconds = 0.0
@@ -296,8 +327,9 @@ class FeatureCache:
 
     @property
     def stats(self) -> dict:
-        """Accounting of the current cache: bytes raw vs compressed, bound, channels, timings."""
-        return dict(self.history[-1]) if self.history else {}
+        """Accounting of the cache held now: bytes raw vs compressed, bound, channels, timings
+        (``{}`` when it holds nothing, e.g. after :meth:`clear` or a failed build)."""
+        return dict(self._stats)
 
     @property
     def sensitive_channels(self) -> list[int]:
@@ -336,38 +368,32 @@ class FeatureCache:
             chunk.base, chunk.variants = base, variants
         else:
             chunk.directory = self._spill_path()
-            chunk.files = self._write_chunk_files(chunk.directory, index, base, variants, keep_existing=True)
-            self._spilled_files.extend(info["file"] for info in chunk.files.values())
+            stem = _free_stem(chunk.directory, index)
+            for kind, data in (("base", base), ("variants", variants)):
+                if data is not None:
+                    name = _chunk_file_name(stem, kind)
+                    _atomic_write(chunk.directory / name, data)
+                    # the file's identity: clear() deletes it only while it is still the file written here
+                    self._spilled_files.append((name, _identity(chunk.directory / name)))
+                    chunk.files[kind] = {"file": name, "nbytes": len(data),
+                                         "sha256": hashlib.sha256(data).hexdigest()}
         self._chunks.append(chunk)
 
-    @staticmethod
-    def _write_chunk_files(directory: Path, index: int, base: bytes, variants: bytes | None, *,
-                           keep_existing: bool = False) -> dict:
-        """``keep_existing`` (spilling): never replace a file already in ``directory`` (a cache saved
-        there, or another cache's spill): take the first free stem of chunk-00007, chunk-00007-1, ..."""
-        stem, tries = f"chunk-{index:05d}", 0
-        while keep_existing and any((directory / f"{stem}{ext}").exists() for ext in (".ebz", ".variants.ebz")):
-            tries += 1
-            stem = f"chunk-{index:05d}-{tries}"
-        files = {}
-        for kind, data in (("base", base), ("variants", variants)):
-            if data is None:
-                continue
-            name = f"{stem}.ebz" if kind == "base" else f"{stem}.variants.ebz"
-            _atomic_write(directory / name, data)
-            files[kind] = {"file": name, "nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        return files
-
     def clear(self) -> None:
-        """Drop every chunk: from memory, and the files this cache spilled (never a loaded cache's files)."""
-        for name in self._spilled_files:
+        """Drop every chunk: from memory, and the files this cache spilled and still owns (never a loaded
+        or saved cache's files, nor a file that replaced one of its own)."""
+        for name, identity in self._spilled_files:
             try:
-                (self._spill_dir / name).unlink()
+                f = self._spill_dir / name
+                if _identity(f) == identity:
+                    f.unlink()
             except OSError:
                 pass
         self._spilled_files = []
         self._chunks = []
         self._meta = {}
+        self._stats = {}
+        self._generation += 1
 
     @torch.no_grad()
     def build(self, prefix: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
@@ -376,12 +402,20 @@ class FeatureCache:
 
         Replaces what the cache held (the progressive rewrite at a new freeze point).
         ``prefix`` is put in eval mode when it is an ``nn.Module``. Returns :attr:`stats`.
+
+        All or nothing: the arguments and the calibration maps are checked before the old
+        cache is dropped, so a build refused there keeps it; a build that fails after that
+        (the prefix raising on a later sample, a spill that cannot be written) leaves the
+        cache empty (its spilled files removed, :attr:`stats` ``{}``), never half built.
         """
         if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
             raise ValueError(f"inputs must be a 4-D tensor (N, C, H, W); got "
                              f"{tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__}")
-        if not isinstance(labels, torch.Tensor) or labels.shape[:1] != inputs.shape[:1]:
+        if not isinstance(labels, torch.Tensor) or labels.dim() == 0 or labels.shape[:1] != inputs.shape[:1]:
             raise ValueError("labels must be a tensor with one entry per input")
+        if labels.is_complex():
+            raise TypeError(f"labels must be integer, floating-point or bool (a saved cache holds them as JSON "
+                            f"numbers); got {labels.dtype}")
         if inputs.shape[0] == 0:
             raise ValueError("inputs is empty")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -389,7 +423,6 @@ class FeatureCache:
         if isinstance(prefix, torch.nn.Module):
             prefix.eval()
         rel = self.bound.rel(n_frozen)
-        self.clear()
         t_start = time.perf_counter()
         n = inputs.shape[0]
         rng = np.random.default_rng([self.seed, n_frozen])
@@ -409,19 +442,21 @@ class FeatureCache:
                              "to scale the relative bound by")
         value_range = float(finite.max()) - float(finite.min())
         eb_abs = rel * value_range
-        stride = (inputs.shape[2] // cal_f.shape[2], inputs.shape[3] // cal_f.shape[3])
+        # input pixels per map pixel, for shifting maps; a map larger than its input (padding, upsampling) has no
+        # whole stride and records 1 (channel augmentation refuses such maps just below)
+        stride = (max(1, inputs.shape[2] // cal_f.shape[2]), max(1, inputs.shape[3] // cal_f.shape[3]))
         if aug is not None and (inputs.shape[2] % cal_f.shape[2] or inputs.shape[3] % cal_f.shape[3]):
             raise ValueError(f"channel augmentation needs maps whose size divides the input's: "
                              f"{tuple(inputs.shape[2:])} -> {tuple(cal_f.shape[2:])}")
         channels = cal_f.shape[1]
         mismatch, variant_channels, n_sensitive = None, [], 0
         if aug is not None:
-            mismatch = aug.mismatch(prefix, cal_x, cal_f, stride)
+            mismatch = aug.mismatch(prefix, cal_x, cal_f, stride, batch_size)
             order = torch.argsort(mismatch, descending=True)
             sensitive = [int(c) for c in order if float(mismatch[c]) > aug.threshold]
             n_sensitive = len(sensitive)
             variant_channels = self._fit_variant_budget(sensitive, cal_f, eb_abs)
-        self._meta = {
+        meta = {
             "n_frozen": n_frozen, "eb_rel": rel, "eb_abs": eb_abs, "value_range": value_range,
             "feature_shape": list(cal_f.shape[1:]), "dtype": str(cal_f.dtype).replace("torch.", ""),
             "device": str(cal_f.device), "stride": list(stride),
@@ -430,6 +465,21 @@ class FeatureCache:
             "augmentations": [a.to_json() for a in aug.augmentations] if aug else [],
             "variants_per_sample": aug.variants_per_sample if aug else 0,
         }
+        self.clear()  # everything checkable is checked: drop the old cache (and its spilled files)
+        try:
+            return self._build_chunks(prefix, inputs, labels, batch_size, cal_f, rng, t_start, meta, n_sensitive)
+        except BaseException:
+            self.clear()  # never leave a half-built cache
+            raise
+
+    def _build_chunks(self, prefix: Callable, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                      cal_f: torch.Tensor, rng: np.random.Generator, t_start: float, meta: dict,
+                      n_sensitive: int) -> dict:
+        """Run the prefix over every chunk, compress and store it (``build`` after calibration)."""
+        self._meta = meta
+        aug, n = self.channel_aug, inputs.shape[0]
+        n_frozen, rel, eb_abs = meta["n_frozen"], meta["eb_rel"], meta["eb_abs"]
+        variant_channels, channels = meta["variant_channels"], meta["feature_shape"][0]
         vc = torch.tensor(variant_channels, dtype=torch.long)
         raw_bytes = raw_variant_bytes = 0
         for index, start in enumerate(range(0, n, self.chunk_size)):
@@ -460,7 +510,7 @@ class FeatureCache:
             self._store(index, chunk, base, variants)
         base_bytes = sum(c.nbytes for c in self._chunks)
         variant_bytes = sum(c.variant_nbytes for c in self._chunks)
-        self.history.append({
+        self._stats = {
             "n_frozen": n_frozen, "eb_rel": rel, "eb_abs": eb_abs, "n_samples": n, "chunks": len(self._chunks),
             "feature_shape": self._meta["feature_shape"], "raw_bytes": raw_bytes, "compressed_bytes": base_bytes,
             "ratio": raw_bytes / base_bytes if base_bytes else math.inf,
@@ -469,7 +519,8 @@ class FeatureCache:
             "channels": channels, "sensitive_channels": n_sensitive, "variant_channels": len(variant_channels),
             "memory_bytes": self.memory_bytes, "spilled_chunks": self.spilled_chunks,
             "build_seconds": time.perf_counter() - t_start,
-        })
+        }
+        self.history.append(dict(self._stats))
         return self.stats
 
     def _fit_variant_budget(self, sensitive: list[int], cal_f: torch.Tensor, eb_abs: float) -> list[int]:
@@ -527,15 +578,24 @@ class FeatureCache:
 
     def chunk_features(self, index: int) -> torch.Tensor:
         """The decoded base maps of chunk ``index``, in sample order (no shuffle, no augmentation)."""
-        chunk = self._chunks[index]
+        return self._chunk_features(self._chunks[index])
+
+    def _chunk_features(self, chunk: _Chunk) -> torch.Tensor:
         return self._decompress(self._checked_stream(chunk, "base"), self._stream_shape(chunk, "base"),
                                 chunk.nonnegative)
 
-    def _prepare(self, index: int, perm: np.ndarray, choice: np.ndarray, start: int):
+    def _check_generation(self, generation: int) -> None:
+        if self._generation != generation:
+            raise RuntimeError("the cache was cleared, closed or rebuilt while an epoch was being iterated; "
+                               "start a new epoch with batches()")
+
+    def _prepare(self, index: int, perm: np.ndarray, choice: np.ndarray, start: int, generation: int):
         """Decode chunk ``index`` and apply the epoch's augmentation; runs in the prefetch thread."""
         t_start = time.perf_counter()
-        chunk = self._chunks[index]
-        feats = self.chunk_features(index)
+        chunks = self._chunks
+        self._check_generation(generation)
+        chunk = chunks[index]
+        feats = self._chunk_features(chunk)
         aug_index = np.full(chunk.n, -1)  # -1: identity
         if choice is not None:
             augs = self.channel_aug_list
@@ -582,7 +642,8 @@ class FeatureCache:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         augs = self.channel_aug_list if augment else []
         device = torch.device(device if device is not None else self._meta.get("device", "cpu"))
-        rng = np.random.default_rng([self.seed, int(epoch), 1])
+        generation = self._generation
+        rng = np.random.default_rng([self.seed, _seed_like("epoch", epoch), 1])
         order = rng.permutation(len(self._chunks)) if shuffle else np.arange(len(self._chunks))
         starts = np.cumsum([0] + [c.n for c in self._chunks])
         plans = []  # all randomness drawn here, in order, so the prefetch thread cannot change it
@@ -593,7 +654,7 @@ class FeatureCache:
             if augs:
                 options = (self._chunks[i].aug_ids.shape[1] if self._chunks[i].aug_ids is not None else len(augs))
                 choice = rng.integers(0, options + 1, size=n)  # 0: not augmented
-            plans.append((int(i), perm, choice, int(starts[i])))
+            plans.append((int(i), perm, choice, int(starts[i]), generation))
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebzip-freeze-cache-prefetch")
         try:
@@ -602,7 +663,11 @@ class FeatureCache:
             carry = None
             while pending:
                 t_wait = time.perf_counter()
-                part = pending.pop(0).result()
+                try:
+                    part = pending.pop(0).result()
+                except Exception:
+                    self._check_generation(generation)  # a chunk gone with its cache: say so, not what broke
+                    raise
                 self.wait_seconds += time.perf_counter() - t_wait
                 if next_plan < len(plans):
                     pending.append(pool.submit(self._prepare, *plans[next_plan]))
@@ -613,10 +678,12 @@ class FeatureCache:
                 n = part[0].shape[0]
                 full = n - n % batch_size
                 for s in range(0, full, batch_size):
+                    self._check_generation(generation)
                     yield self._emit(tuple(t[s:s + batch_size] for t in part), device, with_index)
                 if full < n:
                     carry = tuple(t[full:] for t in part)
             if carry is not None and not drop_last:
+                self._check_generation(generation)
                 yield self._emit(carry, device, with_index)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -631,19 +698,30 @@ class FeatureCache:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the cache as a directory: one ebzip stream file per chunk (and per chunk's
         variants) plus ``manifest.json``, each written to a temporary name and renamed
-        (the manifest last, so a directory with a manifest is complete)."""
+        (the manifest last, so a directory with a manifest is complete).
+
+        Never replaces a chunk file already in ``path`` (another cache's spill or save): a taken
+        name gets the next free one, as in spilling. The manifest is built and checked as
+        :meth:`load` checks it before any file is written, and on failure the chunk files this
+        call wrote are removed."""
         if not self._chunks:
             raise RuntimeError("the cache is empty: nothing to save")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        entries = []
+        here = path.resolve()
+        entries, writes, taken = [], [], set()
         for index, c in enumerate(self._chunks):
-            if c.directory is not None and c.directory.resolve() == path.resolve():
+            if c.directory is not None and c.directory.resolve() == here:
                 files = c.files  # already there (spilled to this directory)
-                c.directory = path
             else:
-                variants = self._read(c, "variants") if c.variant_nbytes else None
-                files = self._write_chunk_files(path, index, self._read(c, "base"), variants)
+                stem, files = _free_stem(path, index, taken), {}
+                for kind in ("base", "variants") if c.variant_nbytes else ("base",):
+                    name = _chunk_file_name(stem, kind)
+                    data = c.base if kind == "base" else c.variants
+                    files[kind] = dict(c.files[kind], file=name) if data is None else \
+                        {"file": name, "nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                    taken.add(name)
+                    writes.append((c, kind, name))
             entries.append({"n": c.n, "nonnegative": c.nonnegative, "labels": c.labels.tolist(),
                             "labels_dtype": str(c.labels.dtype).replace("torch.", ""),
                             "aug_ids": None if c.aug_ids is None else c.aug_ids.tolist(),
@@ -655,8 +733,26 @@ class FeatureCache:
             "predictor": self.predictor, "chunk_size": self.chunk_size, "n_samples": self.n_samples,
             "bound": self.bound.to_json(), "stats": self.stats, **self._meta, "chunks": entries,
         }
-        _atomic_write(path / MANIFEST, json.dumps(manifest, indent=1).encode())
-        if self._spill_dir is not None and self._spill_dir.resolve() == path.resolve():
+        try:  # what load() would refuse is refused here, before anything is written
+            _check_manifest(manifest, path / MANIFEST)
+            text = json.dumps(manifest, indent=1).encode()
+        except (FreezeCacheError, TypeError, ValueError) as e:
+            raise FreezeCacheError(f"this cache cannot be saved as freeze-cache format version {FORMAT_VERSION}: "
+                                   f"{e}") from None
+        written = []
+        try:
+            for c, kind, name in writes:
+                _atomic_write(path / name, self._read(c, kind))
+                written.append(name)
+            _atomic_write(path / MANIFEST, text)
+        except BaseException:
+            for name in written:
+                (path / name).unlink(missing_ok=True)
+            raise
+        for c in self._chunks:
+            if c.directory is not None and c.directory.resolve() == here:
+                c.directory = path
+        if self._spill_dir is not None and self._spill_dir.resolve() == here:
             # they belong to the saved cache now: clear() and close() keep them (and the directory, even
             # a temporary one), and later builds spill beside them under other names
             self._spilled_files = []
@@ -720,6 +816,7 @@ class FeatureCache:
         for kind in first.files:
             cache._checked_stream(first, kind)
         if manifest.get("stats"):
+            cache._stats = dict(manifest["stats"])
             cache.history.append(manifest["stats"])
         return cache
 
@@ -746,6 +843,13 @@ class FeatureCache:
 _META_KEYS = ("n_frozen", "eb_rel", "eb_abs", "value_range", "feature_shape", "dtype", "device", "stride",
               "variant_channels", "channel_mismatch", "augmentations", "variants_per_sample")
 _MAP_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _seed_like(name: str, v) -> int:
+    """A seed or an epoch number: an integer >= 0 (what numpy's seeding takes)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
+    return int(v)
 
 
 def _is_int(v, lo: int = 0) -> bool:
@@ -858,7 +962,9 @@ def iterate_tensors(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
                     augmentations: Sequence | None = None) -> Iterable[tuple]:
     """Shuffled input batches with each sample augmented by one of ``augmentations`` or not at all
     (uniformly), the way the cache augments; for the epochs before a freeze and for baselines."""
-    rng = np.random.default_rng([seed, int(epoch), 2])
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    rng = np.random.default_rng([_seed_like("seed", seed), _seed_like("epoch", epoch), 2])
     perm = torch.from_numpy(rng.permutation(inputs.shape[0]))
     choice = rng.integers(0, len(augmentations) + 1, size=inputs.shape[0]) if augmentations else None
     for s in range(0, inputs.shape[0], batch_size):

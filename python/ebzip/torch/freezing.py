@@ -16,6 +16,7 @@ gradient norm has stopped changing has converged.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -78,7 +79,9 @@ def freeze_stages(stages: Sequence[nn.Module], n_frozen: int) -> None:
 
 class GradNormConvergence:
     """A stage has converged when its gradient norm changes by less than ``threshold`` (relative)
-    from one epoch to the next, ``patience`` epochs in a row (AutoFreeze's signal)."""
+    from one epoch to the next, ``patience`` epochs in a row (AutoFreeze's signal). An epoch in
+    which a stage with trainable parameters had no gradient at all is recorded as NaN and never
+    counts as converged."""
 
     def __init__(self, threshold: float = 0.1, patience: int = 1):
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
@@ -87,11 +90,11 @@ class GradNormConvergence:
             raise ValueError(f"patience must be a positive integer; got {patience!r}")
         self.threshold = float(threshold)
         self.patience = patience
-        self.history: list[list[float]] = []  # per epoch, the mean gradient norm of each stage
+        self.history: list[list[float]] = []  # per epoch, the mean gradient norm of each stage (NaN: none seen)
 
     def converged(self, stage: int) -> bool:
         norms = [h[stage] for h in self.history[-(self.patience + 1):]]
-        if len(norms) < self.patience + 1:
+        if len(norms) < self.patience + 1 or not all(map(math.isfinite, norms)):
             return False
         return all(abs(b - a) <= self.threshold * max(a, 1e-30) for a, b in zip(norms[:-1], norms[1:]))
 
@@ -123,6 +126,7 @@ class ProgressiveFreezer:
         self.convergence = convergence
         self.frozen = 0
         self._norm_sums = [0.0] * len(self.stages)
+        self._had_grad = [False] * len(self.stages)
         self._steps = 0
 
     @torch.no_grad()
@@ -130,8 +134,9 @@ class ProgressiveFreezer:
         if self.convergence is None:
             return
         for i, stage in enumerate(self.stages[self.frozen:], start=self.frozen):
-            sq = sum(float(p.grad.pow(2).sum()) for p in stage.parameters() if p.grad is not None)
-            self._norm_sums[i] += math.sqrt(sq)
+            grads = [p.grad for p in stage.parameters() if p.grad is not None]
+            self._had_grad[i] |= bool(grads)
+            self._norm_sums[i] += math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
         self._steps += 1
 
     def start_epoch(self, epoch: int) -> int:
@@ -140,8 +145,18 @@ class ProgressiveFreezer:
             due = [n for e, n in self.schedule.items() if e <= epoch]
             target = max([target, *due])
         elif self._steps:
-            self.convergence.history.append([s / self._steps for s in self._norm_sums])
+            # a trainable stage that showed no gradient was not measured (after_backward called after
+            # zero_grad?): NaN, so it does not pass for converged with a norm of 0 every epoch
+            missing = [i for i, stage in enumerate(self.stages) if i >= self.frozen and not self._had_grad[i]
+                       and any(p.requires_grad for p in stage.parameters())]
+            if missing:
+                warnings.warn(f"stages {missing} had no gradient in any after_backward() call last epoch; call it "
+                              "after loss.backward() and before the gradients are zeroed. They are not counted "
+                              "as converged.", RuntimeWarning, stacklevel=2)
+            self.convergence.history.append([math.nan if i in missing else s / self._steps
+                                             for i, s in enumerate(self._norm_sums)])
             self._norm_sums = [0.0] * len(self.stages)
+            self._had_grad = [False] * len(self.stages)
             self._steps = 0
             while target < self.max_frozen and self.convergence.converged(target):
                 target += 1
