@@ -297,11 +297,11 @@ def decompress(data, out=None, like=None, *, threads: int | None = None, raw_bf1
     origin = _arrays.origin_of(like) if like is not None else getattr(data, "_origin", _arrays.NUMPY)
     if device is not None:
         origin = _arrays.on_device(origin, device)
-    _arrays.check_reachable(origin)
     if origin.device.startswith("cuda"):
         result = _device.try_decompress_into_new(data, shape, name, origin)
         if result is not None:
             return result
+        _arrays.check_reachable(origin)  # (decoded on the host next, then moved there by torch)
     if origin.kind != "torch" and name == "bfloat16" and not raw_bf16 and _arrays.NUMPY_BFLOAT16 is None:
         raise ImportError("this stream holds bfloat16 values; install ml_dtypes for a numpy bfloat16 array, "
                           "pass raw_bf16=True for the uint16 bit patterns, or like='torch'")
