@@ -52,7 +52,7 @@ def recording(ac):
 
     def rec_pack(t):
         packed = pack(t)
-        if not isinstance(packed, torch.Tensor) and packed.stored.stream is not None:
+        if packed.stored is not None and packed.stored.stream is not None:
             originals[id(packed)] = (t.detach().clone(), packed)
         return packed
 
@@ -486,6 +486,83 @@ def test_adaptive_with_two_forwards_per_backward():
             loss.backward()
         assert wrapped.compressor.estimates >= 2, two
         assert set(wrapped.compressor.layer_eb) == {"0", "2"}
+
+
+def test_parameter_changed_in_place_after_forward_raises():
+    """Parameters bypassed autograd's in-place check under the hooks: gradients silently used the new weight."""
+    m = nn.Linear(3, 3)
+    x = torch.randn(4, 3, requires_grad=True)
+    with ActivationCompressor(m):
+        y = m(x).square().sum()
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="inplace|changed after it was saved"):
+        y.backward()
+
+
+def test_adaptive_bound_of_a_layer_holds_when_the_structure_changes():
+    """Slot k's bound came from the collecting forward; with a layer skipped since (LayerDrop), another
+    layer's looser bound was used: weight-gradient error 0.25 at tolerance 0.05."""
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(256, 256), nn.Linear(256, 256)
+
+        def forward(self, xa, xb, skip_a):
+            out = 0 if skip_a else 1e-3 * self.a(xa).sum()
+            return out + (self.b(xb) * torch.linspace(-1, 1, 256)).sum()
+
+    m = TwoBranches()
+    xa, xb = torch.randn(512, 256) * 10, torch.randn(512, 256)
+    ac = ActivationCompressor(m, mode="adaptive", tolerance=0.05, update_every=1000, eb=1e-4)
+    grads_of(m, lambda: m(xa, xb, False), ac)
+    got = grads_of(m, lambda: m(xa, xb, True), ac)
+    ref = grads_of(m, lambda: m(xa, xb, True))
+    assert ac.layers["b"].eb_abs <= ac.layer_eb["b"] * (1 + 1e-9)
+    assert rel_err(got["b.weight"], ref["b.weight"]) <= 0.05
+
+
+def test_model_with_a_compressor_can_be_copied_and_saved(tmp_path):
+    import copy
+
+    m = mlp()
+    wrapped = CompressedActivations(m, mode="adaptive", update_every=1)
+    x = torch.randn(8, 64)
+    for _ in range(2):
+        wrapped(x).square().sum().backward()
+    for clone in (copy.deepcopy(m), copy.deepcopy(wrapped)):
+        clone(x).square().sum().backward()
+    torch.save(wrapped, tmp_path / "w.pt")
+    loaded = torch.load(tmp_path / "w.pt", weights_only=False)
+    assert loaded.compressor.layer_eb == wrapped.compressor.layer_eb
+    loaded(x).square().sum().backward()
+    assert loaded.compressor.iteration == wrapped.compressor.iteration + 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_values_near_the_largest_of_their_type(dtype):
+    """The sign offset pushed values near the type's maximum to +inf."""
+    big = torch.finfo(dtype).max
+    x = (torch.rand(64, 512) * big).to(dtype).relu()
+    x[0, :3] = torch.tensor([big, float("inf"), 0.0], dtype=torch.float32).to(dtype)
+    y, ac = restored_by_hooks(x, eb=1e-2)
+    assert torch.equal(torch.isinf(y), torch.isinf(x))
+    fin = torch.isfinite(x)
+    eb = ac.stats()["layers"]["<no module>"]["eb_abs"]
+    slack = float(big) * (2**-8 if dtype == torch.bfloat16 else 2**-11 if dtype == torch.float16 else 0)
+    assert float((y[fin].double() - x[fin].double()).abs().max()) <= eb * (1 + 1e-6) + slack
+
+
+def test_saved_views_come_back_in_their_layout():
+    """A view covering less than half its storage came back C-contiguous (strides lost)."""
+    qkv = torch.randn(300, 192)
+    big = torch.randn(300, 300)
+    nchw = torch.randn(8, 16, 10, 10).to(memory_format=torch.channels_last)
+    for t in (qkv.chunk(3, -1)[0], big[:, :50].t(), nchw[:, :4]):
+        y, _ = restored_by_hooks(t, eb=1e-3)
+        assert float((y - t).abs().max()) <= 1e-3 * float(t.max() - t.min()) * (1 + 1e-6)
+        order = sorted(range(t.dim()), key=lambda a: t.stride(a))
+        assert sorted(range(y.dim()), key=lambda a: y.stride(a)) == order, (t.stride(), y.stride())
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

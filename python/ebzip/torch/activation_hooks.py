@@ -97,7 +97,7 @@ class _Packed:
 
     __slots__ = ("stored", "tensor", "version", "shape", "stride", "offset")
 
-    def __init__(self, stored, tensor=None, version=0, shape=None, stride=None, offset=0):
+    def __init__(self, stored, tensor=None, version=0, shape=None, stride=None, offset=None):
         self.stored = stored
         self.tensor = tensor  # kept raw: the tensor itself
         self.version = version
@@ -118,6 +118,28 @@ def _finite_range(t: torch.Tensor) -> tuple[float, float]:
         return 0.0, 0.0
     lo, hi = torch.aminmax(finite)
     return float(lo), float(hi)
+
+
+class _WeightGradHook:
+    """The hook on an analysed layer's weight: an object, not a closure, so that a model carrying
+    it can be deep-copied and pickled (torch.save) with its compressor."""
+
+    def __init__(self, compressor, name: str):
+        self.compressor, self.name = compressor, name
+
+    def __call__(self, grad):
+        self.compressor._record_weight_grad(self.name, grad)
+
+
+def _dense_strides(t: torch.Tensor) -> tuple:
+    """Strides of a dense tensor of t's shape whose axes lie in memory in t's order (a transpose
+    stays a transpose, channels_last stays channels_last; gaps between t's rows are dropped)."""
+    order = sorted(range(t.dim()), key=lambda a: (t.stride(a), t.shape[a]))  # innermost first
+    strides, step = [0] * t.dim(), 1
+    for a in order:
+        strides[a] = step
+        step *= max(t.shape[a], 1)
+    return tuple(strides)
 
 
 def _parameter_form(t: torch.Tensor, parameters) -> bool:
@@ -264,7 +286,7 @@ class ActivationCompressor:
                 self._fan_in[name] = 1
             if name in self._fan_in:
                 self._handles.append(module.register_forward_hook(self._watch_output))
-                self._handles.append(module.weight.register_hook(self._weight_grad_hook(name)))
+                self._handles.append(module.weight.register_hook(_WeightGradHook(self, name)))
             if isinstance(module, SIGN_SENSITIVE):
                 self._sign_sensitive.add(name)
         self._refresh_parameters()
@@ -277,6 +299,19 @@ class ActivationCompressor:
         self._parameter_storages = {p.untyped_storage().data_ptr() for p in params}
         self._frozen_shapes = {tuple(p.shape) for p in params if not p.requires_grad}
         self._frozen_shapes |= {s[::-1] for s in self._frozen_shapes}  # (Linear saves weight.t())
+
+    def __getstate__(self):
+        """For copy.deepcopy / torch.save of a model carrying this compressor's hooks: the
+        settings, bounds and statistics travel; locks and live (per-forward) state do not."""
+        if self._hooks is not None:
+            raise RuntimeError("an ActivationCompressor cannot be copied or pickled while it is active")
+        state = dict(self.__dict__)
+        state.update(_lock=None, _live={})
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def close(self):
         """Remove the module and parameter hooks this object put on the model."""
@@ -299,7 +334,8 @@ class ActivationCompressor:
 
     def __enter__(self):
         if self._hooks is not None:
-            raise RuntimeError("this ActivationCompressor is already active (it does not nest)")
+            raise RuntimeError("this ActivationCompressor is already active (it does not nest, and serves one "
+                               "thread at a time: give each thread its own)")
         self._begin_iteration()
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()
@@ -408,12 +444,10 @@ class ActivationCompressor:
 
         output.register_hook(record)
 
-    def _weight_grad_hook(self, name):
-        def record(grad):
-            if self._collecting:
-                with self._lock:
-                    self._wgrad_norm[name] = float(grad.detach().float().norm())
-        return record
+    def _record_weight_grad(self, name, grad):
+        if self._collecting:
+            with self._lock:
+                self._wgrad_norm[name] = float(grad.detach().float().norm())
 
     # ------------------------------------------------------------------ pack / unpack
 
@@ -455,19 +489,21 @@ class ActivationCompressor:
         """Absolute bound for t, first saved as the slot-th distinct tensor of this forward by `layer`."""
         if self.mode == "fixed" or self._fallback_eb is None:  # (adaptive: before the first estimate)
             return self._fixed_bound(t)
-        if slot in self._slot_eb:
-            return self._slot_eb[slot]
-        return self.layer_eb.get(layer, self._fallback_eb)
+        # (the slot's bound is from the forward that collected; the saver's own layer bound also
+        # holds when the structure changed since, e.g. a layer skipped: LayerDrop, a branch)
+        return min(self._slot_eb.get(slot, math.inf), self.layer_eb.get(layer, self._fallback_eb))
 
     def _pack(self, t: torch.Tensor):
         layer = self._stack[-1] if self._stack else NO_MODULE
-        if t.layout != torch.strided:  # sparse (torch.sparse.mm), nested, ...: no storage to key or compress
+        # Kept as they are, with autograd's in-place check (the hooks replace it): sparse (torch.sparse.mm),
+        # nested, ... (no storage to key or compress), and parameters (the model holds them anyway).
+        if t.layout != torch.strided:
             stats = self.layers.setdefault(layer, LayerStats())
             stats.kept_raw["not strided"] = stats.kept_raw.get("not strided", 0) + 1
-            return t
+            return _Packed(None, tensor=t, version=t._version)
         if self._is_parameter(t):
             self.parameters_seen += 1
-            return t  # the model holds it anyway
+            return _Packed(None, tensor=t, version=t._version)
         item = t.element_size()
         storage = t.untyped_storage()
         storage_nbytes = storage.nbytes()
@@ -493,7 +529,7 @@ class ActivationCompressor:
             return _Packed(stored, tensor=t, version=t._version)
         if whole:
             return _Packed(stored, shape=tuple(t.shape), stride=tuple(t.stride()), offset=t.storage_offset())
-        return _Packed(stored, shape=tuple(t.shape))
+        return _Packed(stored, shape=tuple(t.shape), stride=_dense_strides(t))
 
     def _lookup(self, key):
         entry = self._live.get(key)
@@ -540,7 +576,10 @@ class ActivationCompressor:
             wide = x.float() if x.dtype in _HALF_TYPES else x
             # Only where a sign is tested: nonnegative tensors (ReLU outputs) and what
             # sign-sensitive modules save; elsewhere the offset only costs ratio.
-            if sign or stored.layer in self._sign_sensitive or _finite_range(wide)[0] >= 0:
+            lo, hi = _finite_range(wide)
+            # (no offset where it would overflow the type: values within 2.5 eb of its largest)
+            headroom = max(abs(lo), abs(hi)) + 2.5 * eb <= torch.finfo(wide.dtype).max
+            if headroom and (sign or stored.layer in self._sign_sensitive or lo >= 0):
                 shift = 1.5 * eb
                 x = wide + torch.sign(wide) * shift
                 predictor = "lorenzo"
@@ -605,8 +644,6 @@ class ActivationCompressor:
             self.steady_peak_raw_bytes = max(self.steady_peak_raw_bytes, self.raw_held_bytes)
 
     def _unpack(self, packed):
-        if isinstance(packed, torch.Tensor):
-            return packed
         if packed.tensor is not None:
             if packed.tensor._version != packed.version:
                 raise RuntimeError("one of the variables needed for gradient computation has been modified by an "
@@ -614,8 +651,11 @@ class ActivationCompressor:
                                    "was saved)")
             return packed.tensor
         base = self._restore(packed.stored)
-        if packed.stride is None:
-            return base.view(packed.shape)
+        if packed.offset is None:  # t's own values, C order: back in t's axis order (a transpose, channels_last)
+            view = base.view(packed.shape)
+            if packed.stride == view.stride():
+                return view
+            return torch.empty_strided(packed.shape, packed.stride, dtype=base.dtype, device=base.device).copy_(view)
         return base.reshape(-1).as_strided(packed.shape, packed.stride, packed.offset)
 
     def _restore(self, stored: _Stored) -> torch.Tensor:
@@ -625,6 +665,9 @@ class ActivationCompressor:
             base = ebzip.decompress(stored.stream, threads=self.threads)
             if stored.shift:
                 base = base - torch.sign(base) * stored.shift
+                if stored.dtype in _HALF_TYPES:  # within eb of a finite 16-bit value, but maybe past its largest
+                    big = torch.finfo(stored.dtype).max
+                    base = torch.where(base.isfinite(), base.clamp(-big, big), base)
             base = base.to(stored.dtype)
             elapsed = time.perf_counter() - start
             stored.restored = weakref.ref(base)
