@@ -730,3 +730,19 @@ def test_streaming_memory_stays_bounded(tmp_path):
           f"{time.perf_counter() - t0:.1f} s")
     assert res["ok"] and res["worst"] <= 1
     assert growth <= cap_mib
+
+
+# ------------------------------------------------------------------ confirmed bugs, one test each
+
+
+@pytest.mark.parametrize("userblock", [16384, 65536])
+def test_a_large_user_block_is_still_hdf5(tmp_path, userblock):
+    src, comp = str(tmp_path / "ub.h5"), str(tmp_path / "ubc.h5")
+    with h5py.File(src, "w", userblock_size=userblock) as f:
+        f["x"] = np.linspace(0, 1, 1000, dtype="f4")
+    assert run("info", src).exit_code == 0
+    assert run("estimate", src, "--eb", "1e-3").exit_code == 0
+    r = run("compress", src, comp, "--eb", "1e-3", "-q")
+    assert r.exit_code == 0, r.output
+    with h5py.File(comp, "r") as f:
+        assert f.userblock_size == userblock

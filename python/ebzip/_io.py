@@ -20,6 +20,28 @@ import stat
 import tempfile
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5_file(path: str) -> bool:
+    """True for a regular file holding HDF5's signature at 0, 512, 1024, 2048, ... (a user block may be any
+    power of two >= 512 bytes). A pipe or FIFO is never opened here: reading it would consume its data."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # checked before opening: a FIFO's open waits for a writer
+            return False
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            offset = 0
+            while offset + 8 <= size:
+                f.seek(offset)
+                if f.read(8) == HDF5_SIGNATURE:
+                    return True
+                offset = max(512, 2 * offset)
+    except OSError:
+        return False
+    return False
+
+
 class OutputError(ValueError):
     """The output path cannot be used (exists, is the input, folder missing)."""
 

@@ -36,15 +36,9 @@ def _need_hdf5():
 
 
 def _is_hdf5(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            for offset in (0, 512, 1024, 2048, 4096, 8192):
-                f.seek(offset)
-                if f.read(8) == b"\x89HDF\r\n\x1a\n":
-                    return True
-    except OSError:
-        return False
-    return False
+    from ._io import is_hdf5_file
+
+    return is_hdf5_file(path)
 
 
 def _is_stream(path: str) -> bool:

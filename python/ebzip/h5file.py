@@ -35,9 +35,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("HDF5 support needs h5py: pip install 'ebzip[hdf5]'") from e
 
 from . import _arrays, api, h5
-from ._io import atomic_output
+from ._io import HDF5_SIGNATURE as _HDF5_SIGNATURE, atomic_output, is_hdf5_file
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+HDF5_SIGNATURE = _HDF5_SIGNATURE
 _SKIP_ATTRS = {"DIMENSION_LIST", "REFERENCE_LIST"}  # rebuilt by attaching the scales again
 
 
@@ -47,15 +47,7 @@ class PatternError(ValueError):
 
 def is_hdf5(path: str) -> bool:
     """True for an HDF5 file (signature at 0, 512, 1024, ... as a user block allows)."""
-    try:
-        with open(path, "rb") as f:
-            for offset in (0, 512, 1024, 2048, 4096, 8192):
-                f.seek(offset)
-                if f.read(8) == HDF5_SIGNATURE:
-                    return True
-    except OSError:
-        return False
-    return False
+    return is_hdf5_file(path)
 
 
 # ------------------------------------------------------------------ selection
