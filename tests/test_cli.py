@@ -746,3 +746,13 @@ def test_a_large_user_block_is_still_hdf5(tmp_path, userblock):
     assert r.exit_code == 0, r.output
     with h5py.File(comp, "r") as f:
         assert f.userblock_size == userblock
+
+
+@pytest.mark.parametrize("bound", [["--eb", "-1", "--mode", "abs"], ["--eb", "-5", "--mode", "psnr"],
+                                   ["--eb", "0", "--mode", "psnr"], ["--eb", "inf", "--mode", "abs"]])
+def test_verify_refuses_a_bad_bound_for_raw_arrays(raw, tmp_path, bound):
+    x, path = raw
+    z = tmp_path / "x.ebz"
+    assert run("compress", "-i", path, "-z", z, "-f", "-3", 40, 24, 16, "-A", "1e-2", "-q").exit_code == 0
+    r = run("verify", path, z, *bound)
+    assert r.exit_code == 2 and "--eb" in r.output and "ok" not in r.output.split("Error")[0], r.output

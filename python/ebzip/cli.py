@@ -518,6 +518,11 @@ def verify(orig, compressed, eb, mode, progress):
     Exits 1 on any violation.
     """
     mode = mode.lower()
+    if eb is not None:  # checked up front, for raw arrays as for HDF5 (a negative bound passed nothing)
+        try:
+            api.check_bound(eb, mode)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--eb") from None
     for p in (orig, compressed):
         if not os.path.exists(p):
             raise click.ClickException(f"no such file: {p}")
