@@ -756,3 +756,19 @@ def test_verify_refuses_a_bad_bound_for_raw_arrays(raw, tmp_path, bound):
     assert run("compress", "-i", path, "-z", z, "-f", "-3", 40, 24, 16, "-A", "1e-2", "-q").exit_code == 0
     r = run("verify", path, z, *bound)
     assert r.exit_code == 2 and "--eb" in r.output and "ok" not in r.output.split("Error")[0], r.output
+
+
+@pytest.mark.parametrize("mode", ["psnr", "rel", "abs"])
+def test_eb_for_zero_stores_exactly_in_any_mode(tmp_path, mode):
+    src, out = str(tmp_path / "s.h5"), str(tmp_path / "o.h5")
+    rng = np.random.default_rng(3)
+    with h5py.File(src, "w") as f:
+        f["U"] = rng.random((64, 64)).astype("f4")
+        f["V"] = rng.random((64, 64)).astype("f4")
+    eb = "40" if mode == "psnr" else "1e-2"
+    for extra in ([], [":" + mode]):
+        assert run("estimate", src, "--eb", eb, "--mode", mode, "--eb-for", "V=0" + "".join(extra)).exit_code == 0
+        r = run("compress", src, out, "--eb", eb, "--mode", mode, "--eb-for", "V=0" + "".join(extra), "--force")
+        assert r.exit_code == 0, r.output
+        with h5py.File(src, "r") as a, h5py.File(out, "r") as b:
+            assert np.array_equal(a["V"][...], eh.read(b["V"]))

@@ -79,6 +79,8 @@ def parse_eb_for(items) -> list[tuple[str, float, str | None]]:
             eb = float(value)
         except ValueError:
             raise PatternError(f"--eb-for {item!r}: {value!r} is not a number") from None
+        if eb == 0:  # "=0 stores exactly" whatever the mode (0 dB PSNR would be no bound at all)
+            mode = "abs"
         api.check_bound(eb, mode or "abs")
         out.append((pattern, eb, mode))
     return out
