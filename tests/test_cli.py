@@ -772,3 +772,27 @@ def test_eb_for_zero_stores_exactly_in_any_mode(tmp_path, mode):
         assert r.exit_code == 0, r.output
         with h5py.File(src, "r") as a, h5py.File(out, "r") as b:
             assert np.array_equal(a["V"][...], eh.read(b["V"]))
+
+
+def test_a_range_beyond_float64_is_capped_everywhere(tmp_path):
+    x = np.random.default_rng(1).uniform(-1, 1, 1000) * 1.7e308
+    path, z = tmp_path / "huge.f64", tmp_path / "huge.ebz"
+    x.tofile(path)
+    h5, h5c = str(tmp_path / "huge.h5"), str(tmp_path / "hugec.h5")
+    with h5py.File(h5, "w") as f:
+        f["x"] = x
+    assert run("compress", "-i", path, "-z", z, "-d", "-1", 1000, "-R", "1e-3", "-q").exit_code == 0
+    r = run("estimate", path, "-d", "-1", 1000, "-R", "1e-3")
+    assert r.exit_code == 0 and "predicted ratio" in r.output, r.output
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        r = run("verify", path, z, "--eb", "1e-12", "--mode", "rel")
+    assert r.exit_code == 1 and "FAIL" in r.output and "nan" not in r.output, r.output
+    assert run("verify", path, z, "--eb", "1e-3", "--mode", "rel").exit_code == 0
+    assert run("compress", h5, h5c, "--eb", "1e-3", "-q").exit_code == 0
+    r = run("verify", h5, h5c, "--eb", "1e-12", "--mode", "rel")
+    assert r.exit_code == 1 and "FAIL" in r.output, r.output
+    assert run("verify", h5, h5c, "--eb", "1e-3", "--mode", "rel").exit_code == 0
+

@@ -180,11 +180,18 @@ def _psnr_of(scaled_sse: float, n: int) -> float:
 _DBL_MAX = float(np.finfo(np.float64).max)
 
 
+def _value_range(lo: float, hi: float) -> float:
+    """hi - lo of finite values (0 if none: lo > hi), capped at float64's largest: -1e308 .. 1e308 overflows.
+    The range compress uses; estimate and verify use it too."""
+    if not float(hi) >= float(lo):
+        return 0.0
+    value_range = float(hi) - float(lo)
+    return value_range if math.isfinite(value_range) else _DBL_MAX
+
+
 def _absolute_bound(eb: float, mode: str, lo: float, hi: float, n_finite: int) -> tuple[float, float]:
     """(absolute bound, value range) for a rel or psnr bound over finite values in [lo, hi]."""
-    value_range = float(hi) - float(lo) if n_finite else 0.0
-    if not math.isfinite(value_range):  # e.g. -1e308 .. 1e308 overflows
-        value_range = _DBL_MAX
+    value_range = _value_range(lo, hi) if n_finite else 0.0
     if mode == "rel":
         eb_abs = eb * value_range
     else:  # uniform error in [-e, e] has RMSE e/sqrt(3); small factor first, so no overflow

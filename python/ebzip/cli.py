@@ -563,17 +563,20 @@ def verify(orig, compressed, eb, mode, progress):
     x = np.fromfile(orig, dtype=store).reshape(y.shape)
     x64, y64 = _arrays.as_float64(x, head["dtype"]), _arrays.as_float64(y, head["dtype"])
     fin = np.isfinite(x64)
-    err = np.abs(x64[fin] - y64[fin])
-    max_err = float(err.max()) if err.size else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # errors near float64's largest overflow to inf
+        err = np.abs(x64[fin] - y64[fin])
+        max_err = float(err.max()) if err.size else 0.0
+        mse = float(np.mean(err * err)) if err.size else 0.0
+    if math.isnan(max_err):  # a NaN where a finite value was
+        max_err = mse = math.inf
     ub = np.dtype(f"u{store.itemsize}")
     bad_nf = int(np.count_nonzero(x.view(ub)[~fin] != y.view(ub)[~fin]))
-    vr = float(x64[fin].max() - x64[fin].min()) if err.size else 0.0
-    mse = float(np.mean(err * err)) if err.size else 0.0
+    vr = api._value_range(x64[fin].min(), x64[fin].max()) if err.size else 0.0  # capped, as compress does
     psnr = math.inf if mse == 0 else (20 * math.log10(vr) - 10 * math.log10(mse) if vr > 0 else -math.inf)
     if eb is None:
         bound = head["eb_abs"]
     else:
-        bound = eb if mode == "abs" else eb * vr if mode == "rel" else None
+        bound = eb if mode == "abs" else min(eb * vr, api._DBL_MAX) if mode == "rel" else None
     ratio = None if bound is None else ((0.0 if max_err == 0 else math.inf) if bound == 0 else max_err / bound)
     ok = bad_nf == 0 and (ratio is None or ratio <= 1) and (bound is not None or psnr >= eb)
     click.echo(f"{orig} vs {compressed}: {head['dtype']} {_fmt_shape(head['shape'])}  max err {max_err:.4g}  "
@@ -646,7 +649,7 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
             v = v[np.isfinite(v)]
             if v.size:
                 lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-        eb_abs, m = (eb * (hi - lo) if hi >= lo else 0.0), "abs"
+        eb_abs, m = min(eb * api._value_range(lo, hi), api._DBL_MAX), "abs"  # capped, as compress does
     else:
         eb_abs, m = eb, mode
     for p in pieces:

@@ -549,7 +549,7 @@ def compress_file(src_path: str, dst_path: str, eb: float, mode: str = "rel", *,
                 vrange = None
                 if d_mode != "abs" and d_eb > 0:
                     lo, hi = encoder.minmax(src_path, dset, path, regions)
-                    vrange = None if lo > hi else (hi - lo if math.isfinite(hi - lo) else np.finfo(np.float64).max)
+                    vrange = None if lo > hi else api._value_range(lo, hi)
                 params = h5.resolve_params(d_mode, d_eb, vrange)
                 out = h5.create_dataset(dst_group, name, dset.shape, dset.dtype, params, chunks,
                                         maxshape=dset.maxshape, fillvalue=_fillvalue(dset))
@@ -669,7 +669,8 @@ class _ErrStats:
         if math.isnan(m):
             m = math.inf
         self.max_err = max(self.max_err, m)
-        self.sse += float(np.dot(d, d))
+        with np.errstate(over="ignore"):  # errors near float64's largest: the PSNR is then -inf
+            self.sse += float(np.dot(d, d))
         self.n += d.size
         self.lo, self.hi = min(self.lo, float(xf.min())), max(self.hi, float(xf.max()))
         if bound is not None:
@@ -679,7 +680,7 @@ class _ErrStats:
 
     @property
     def value_range(self):
-        return self.hi - self.lo if self.hi >= self.lo else 0.0
+        return api._value_range(self.lo, self.hi)
 
     @property
     def psnr(self):
