@@ -796,3 +796,11 @@ def test_a_range_beyond_float64_is_capped_everywhere(tmp_path):
     assert r.exit_code == 1 and "FAIL" in r.output, r.output
     assert run("verify", h5, h5c, "--eb", "1e-3", "--mode", "rel").exit_code == 0
 
+
+
+def test_compress_with_z_and_o_is_refused_not_half_done(raw, tmp_path):
+    x, path = raw
+    z, o = tmp_path / "x.ebz", tmp_path / "x.out"
+    r = run("compress", "-i", path, "-z", z, "-o", o, "-f", "-3", 40, 24, 16, "-M", "ABS", "-A", "1e-3")
+    assert r.exit_code == 2 and "-z" in r.output and "decompress" in r.output, r.output
+    assert not z.exists() and not o.exists()

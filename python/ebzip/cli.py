@@ -360,6 +360,9 @@ def _pick_paths(pos, i, o, z, which):
         raise click.UsageError(f"too many paths: {' '.join(pos)}")
     src = i or (pos.pop(0) if pos else None)
     if which == "compress":
+        if z and o:  # SZ3 would also decompress to -o; ebzip does one thing: say how, never drop -z
+            raise click.UsageError(f"compress writes the compressed file once: -z {z} (as SZ3) or -o {o}, not "
+                                   f"both; then 'ebzip decompress -z {z} -o {o}' for the decompressed copy")
         dst = o or z or (pos.pop(0) if pos else None)
     else:
         if z and not i:
