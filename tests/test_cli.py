@@ -804,3 +804,43 @@ def test_compress_with_z_and_o_is_refused_not_half_done(raw, tmp_path):
     r = run("compress", "-i", path, "-z", z, "-o", o, "-f", "-3", 40, 24, 16, "-M", "ABS", "-A", "1e-3")
     assert r.exit_code == 2 and "-z" in r.output and "decompress" in r.output, r.output
     assert not z.exists() and not o.exists()
+
+
+def _feed_fifo(path, data):
+    os.mkfifo(path)
+
+    def write():
+        with open(path, "wb") as f:
+            f.write(data)
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return t
+
+
+def test_pipe_and_fifo_inputs_are_read_once(raw, tmp_path):
+    x, path = raw
+    z = tmp_path / "x.ebz"
+    ebz = ["-m", "ebzip"]
+    dims = ["-f", "-3", "40", "24", "16"]
+    assert run("compress", "-i", path, "-z", z, *dims, "-A", "1e-3", "-q").exit_code == 0
+    for cmd, data in ((["compress", "-i", "/dev/stdin", "-o", tmp_path / "a.ebz", *dims, "-A", "1e-3"],
+                       path.read_bytes()),
+                      (["estimate", "/dev/stdin", *dims, "-A", "1e-3"], path.read_bytes()),
+                      (["decompress", "/dev/stdin", tmp_path / "a.out"], z.read_bytes()),
+                      (["info", "/dev/stdin"], z.read_bytes()),
+                      (["verify", path, "/dev/stdin"], z.read_bytes())):
+        p = subprocess.run([sys.executable, *ebz, *map(str, cmd)], input=data, capture_output=True, timeout=60)
+        assert p.returncode == 0, (cmd, p.stderr)
+    assert np.array_equal(np.fromfile(tmp_path / "a.out", dtype="f4"), ebzip.decompress(z.read_bytes()).ravel())
+    for cmd, data in ((["decompress", "{f}", tmp_path / "b.out"], z.read_bytes()),
+                      (["compress", "-i", "{f}", "-o", tmp_path / "b.ebz", *dims, "-A", "1e-3"], path.read_bytes()),
+                      (["verify", "{f}", z], path.read_bytes())):
+        fifo = tmp_path / "fifo"
+        t = _feed_fifo(fifo, data)
+        p = subprocess.run([sys.executable, *ebz, *(str(fifo) if a == "{f}" else str(a) for a in cmd)],
+                           capture_output=True, timeout=60)
+        t.join(10)
+        fifo.unlink()
+        assert p.returncode == 0, (cmd, p.stderr)
+    assert (tmp_path / "b.out").read_bytes() == (tmp_path / "a.out").read_bytes()

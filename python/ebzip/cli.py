@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import sys
 
 import click
@@ -147,13 +148,32 @@ def _stdio(name: str):
     return stream.buffer
 
 
-def _read_input_bytes(path: str) -> bytes:
+def _piped(path: str) -> bytes | None:
+    """The bytes of '-' (stdin) or of any input that is not a regular file (a pipe, a FIFO, /dev/stdin,
+    ``<(...)``), read once, since such an input cannot be reopened or measured; None for a regular file."""
     if path == "-":
         return _stdio("stdin").read()
-    if not os.path.exists(path):
-        raise click.ClickException(f"no such file: {path}")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise click.ClickException(f"no such file: {path}") from None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        raise click.ClickException(f"{path} is a folder")
     with open(path, "rb") as f:
         return f.read()
+
+
+def _read_stream(path: str) -> bytes | None:
+    """An ebzip stream's bytes from a file, '-' or a pipe (read once); None where it is no stream."""
+    data = _piped(path)
+    if data is None:
+        if not _is_stream(path):
+            return None
+        with open(path, "rb") as f:
+            data = f.read()
+    return data if data[:4] == STREAM_MAGIC else None
 
 
 def _load_raw(path: str, dtype: str, shape):
@@ -161,18 +181,13 @@ def _load_raw(path: str, dtype: str, shape):
 
     store = np.dtype(np.uint16) if dtype == "bfloat16" else np.dtype(dtype)
     n = math.prod(shape)
-    if path == "-":
-        data = _stdio("stdin").read()
-        size = len(data)
-    else:
-        if not os.path.exists(path):
-            raise click.ClickException(f"no such file: {path}")
-        size = os.path.getsize(path)
+    data = _piped(path)
+    size = os.path.getsize(path) if data is None else len(data)
     if size != n * store.itemsize:
         raise click.ClickException(
             f"{path}: {size} bytes, but {dtype} {_fmt_shape(shape)} needs {n * store.itemsize}; "
             "check the dimensions (-1..-4, fastest-varying first) and -f/-d")
-    if path == "-":
+    if data is not None:
         return np.frombuffer(data, dtype=store).reshape(shape)
     if n == 0:
         return np.zeros(shape, dtype=store)
@@ -290,9 +305,10 @@ def info(file):
         return
     if not os.path.exists(file):
         raise click.ClickException(f"no such file: {file}")
-    if _is_stream(file):
-        head = api.inspect(_read_input_bytes(file))
-        size = os.path.getsize(file)
+    data = None if _is_hdf5(file) else _read_stream(file)
+    if data is not None:
+        head = api.inspect(data)
+        size = len(data)
         import numpy as np
 
         item = 2 if head["dtype"] in ("float16", "bfloat16") else np.dtype(head["dtype"]).itemsize
@@ -492,9 +508,10 @@ def decompress(paths, i, o, z, force, threads, progress, quiet):
             click.echo(f"{src} -> {dst}: {len(reports)} ebzip dataset(s) decompressed; everything else copied "
                        "unchanged")
         return
-    if src != "-" and not _is_stream(src):
-        raise click.ClickException(f"{src} is neither an HDF5 file nor an ebzip stream")
-    data = _read_input_bytes(src)
+    data = _read_stream(src)
+    if data is None:
+        raise click.ClickException(f"{src} is neither an HDF5 file nor an ebzip stream"
+                                   + ("" if src == "-" or os.path.isfile(src) else " (an HDF5 input must be a file)"))
     head = api.inspect(data)
     y = api.decompress(data, raw_bf16=True)
     _write_output_bytes(dst, [src], force, [y.reshape(-1).view("u1") if y.size else b""])
@@ -552,18 +569,20 @@ def verify(orig, compressed, eb, mode, progress):
         click.echo(f"ok: {nfloat} float dataset(s) within their bounds, {len(reports) - nfloat} other dataset(s) "
                    "identical")
         return
-    if not _is_stream(compressed):
+    data = _read_stream(compressed)
+    if data is None:
         raise click.ClickException(f"{compressed}: give two HDF5 files, or a raw array and its ebzip stream")
     import numpy as np
 
-    data = _read_input_bytes(compressed)
     head = api.inspect(data)
     y = api.decompress(data, raw_bf16=True)
     store = y.dtype
-    if os.path.getsize(orig) != y.nbytes:
-        raise click.ClickException(f"{orig}: {os.path.getsize(orig)} bytes, the stream holds {head['dtype']} "
+    piped = _piped(orig)
+    size = os.path.getsize(orig) if piped is None else len(piped)
+    if size != y.nbytes:
+        raise click.ClickException(f"{orig}: {size} bytes, the stream holds {head['dtype']} "
                                    f"{_fmt_shape(head['shape'])} ({y.nbytes} bytes)")
-    x = np.fromfile(orig, dtype=store).reshape(y.shape)
+    x = (np.fromfile(orig, dtype=store) if piped is None else np.frombuffer(piped, dtype=store)).reshape(y.shape)
     x64, y64 = _arrays.as_float64(x, head["dtype"]), _arrays.as_float64(y, head["dtype"])
     fin = np.isfinite(x64)
     with np.errstate(over="ignore", invalid="ignore"):  # errors near float64's largest overflow to inf
