@@ -844,3 +844,18 @@ def test_pipe_and_fifo_inputs_are_read_once(raw, tmp_path):
         fifo.unlink()
         assert p.returncode == 0, (cmd, p.stderr)
     assert (tmp_path / "b.out").read_bytes() == (tmp_path / "a.out").read_bytes()
+
+
+def test_estimate_refuses_what_compress_refuses(raw, tmp_path):
+    x, path = raw
+    h5 = str(tmp_path / "s.h5")
+    with h5py.File(h5, "w") as f:
+        f["v"] = x
+    for extra in (["--include", "nothing"], ["--eb-for", "zz=1"], ["--exclude", "v"]):
+        for cmd in (["compress", "-i", path, "-z", tmp_path / "x.ebz"], ["estimate", path]):
+            r = run(*cmd, "-f", "-3", 40, 24, 16, "-A", "1e-3", *extra)
+            assert r.exit_code == 2 and "apply to HDF5 files" in r.output, (cmd, extra, r.output)
+    for cmd in (["compress", h5, tmp_path / "o.h5"], ["estimate", h5]):
+        r = run(*cmd, "-A", "1e-3", "-f")
+        assert r.exit_code == 2 and "needs its dimensions" in r.output, (cmd, r.output)
+    assert not (tmp_path / "x.ebz").exists() and not (tmp_path / "o.h5").exists()

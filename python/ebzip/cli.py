@@ -427,7 +427,7 @@ def compress(paths, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, i
     if threads is not None:
         api.set_num_threads(threads)
     shape = _raw_dims(d1, d2, d3, d4)
-    raw = shape is not None or f32 or f64 or dtype or src == "-" or dst == "-"
+    raw = _is_raw(src, shape, f32, f64, dtype, include, exclude, eb_for, dask_scheduler, dst)
     if not raw:
         if not os.path.exists(src):
             raise click.ClickException(f"no such file: {src}")
@@ -445,10 +445,6 @@ def compress(paths, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, i
         if not quiet:
             _print_compress_reports(src, dst, reports)
         return
-    if include or exclude or eb_for or dask_scheduler:
-        raise click.UsageError("--include/--exclude/--eb-for/--dask-scheduler apply to HDF5 files")
-    if shape is None:
-        raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
     name = _raw_dtype(f32, f64, dtype)
     x = _load_raw(src, name, shape)
     import time
@@ -463,6 +459,16 @@ def compress(paths, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, i
         _echo_report(f"{src} -> {dst}: {name} {_fmt_shape(c.shape)}, {bound}, "
                      f"{_fmt_bytes(c.original_nbytes)} -> {_fmt_bytes(c.nbytes)}, ratio {c.ratio:.2f}, "
                      f"{mbs:.0f} MB/s", to_stderr=dst == "-")
+
+
+def _is_raw(src, shape, f32, f64, dtype, include, exclude, eb_for, dask_scheduler=None, dst=None) -> bool:
+    """Whether compress/estimate treat IN as a raw binary array (else HDF5), refusing what does not apply."""
+    raw = bool(shape is not None or f32 or f64 or dtype or src == "-" or dst == "-")
+    if raw and (include or exclude or eb_for or dask_scheduler):
+        raise click.UsageError("--include/--exclude/--eb-for/--dask-scheduler apply to HDF5 files")
+    if raw and shape is None:
+        raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
+    return raw
 
 
 def _print_compress_reports(src, dst, reports):
@@ -629,7 +635,7 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
     if src != "-" and not os.path.exists(src):
         raise click.ClickException(f"no such file: {src}")
     shape = _raw_dims(d1, d2, d3, d4)
-    if shape is None and src != "-":
+    if not _is_raw(src, shape, f32, f64, dtype, include, exclude, eb_for):
         if not _is_hdf5(src):
             raise click.ClickException(f"{src} is not an HDF5 file (for a raw binary array give -f|-d and -1..-4)")
         h5file = _need_hdf5()
@@ -647,8 +653,6 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
         click.echo(f"predicted: {_fmt_bytes(orig)} -> {_fmt_bytes(pred)} "
                    f"(ratio {_fmt_ratio(orig / pred if pred else math.inf)}); nothing written")
         return
-    if shape is None:
-        raise click.UsageError("a raw binary input needs its dimensions: -1 NX | -2 NX NY | -3 NX NY NZ | -4 ...")
     name = _raw_dtype(f32, f64, dtype)
     x = _load_raw(src, name, shape)
     # whole ebzip blocks (2**18 elements, contiguous along the first axis), evenly spread (the middle of
