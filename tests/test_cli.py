@@ -859,3 +859,17 @@ def test_estimate_refuses_what_compress_refuses(raw, tmp_path):
         r = run(*cmd, "-A", "1e-3", "-f")
         assert r.exit_code == 2 and "needs its dimensions" in r.output, (cmd, r.output)
     assert not (tmp_path / "x.ebz").exists() and not (tmp_path / "o.h5").exists()
+
+
+def test_decompress_z_is_the_compressed_input(raw, tmp_path):
+    x, path = raw
+    z = tmp_path / "x.ebz"
+    assert run("compress", "-i", path, "-z", z, "-f", "-3", 40, 24, 16, "-A", "1e-3", "-q").exit_code == 0
+    want = ebzip.decompress(z.read_bytes()).tobytes()
+    for n, args in enumerate((["-z", z, "{o}"], ["-i", path, "-z", z, "-o", "{o}"], ["-z", z, "-o", "{o}"])):
+        o = tmp_path / f"o{n}.out"
+        r = run("decompress", *(o if a == "{o}" else a for a in args), "-q")
+        assert r.exit_code == 0, (args, r.output)
+        assert o.read_bytes() == want
+    r = run("decompress", path, "-z", z, tmp_path / "bad.out")
+    assert r.exit_code == 2 and "-z" in r.output and not (tmp_path / "bad.out").exists(), r.output

@@ -374,15 +374,18 @@ def _pick_paths(pos, i, o, z, which):
     pos = list(pos)
     if len(pos) > 2:
         raise click.UsageError(f"too many paths: {' '.join(pos)}")
-    src = i or (pos.pop(0) if pos else None)
+    src = i or (pos.pop(0) if pos and not (which == "decompress" and z) else None)
     if which == "compress":
         if z and o:  # SZ3 would also decompress to -o; ebzip does one thing: say how, never drop -z
             raise click.UsageError(f"compress writes the compressed file once: -z {z} (as SZ3) or -o {o}, not "
                                    f"both; then 'ebzip decompress -z {z} -o {o}' for the decompressed copy")
         dst = o or z or (pos.pop(0) if pos else None)
+    elif z:  # SZ3: -z is the compressed input; -i there names the original (for its statistics), not read here
+        if len(pos) > (0 if o else 1):
+            raise click.UsageError(f"-z {z} names the compressed input; give only OUT (or -o OUT), not {pos[0]}")
+        src = z
+        dst = o or (pos.pop(0) if pos else None)
     else:
-        if z and not i:
-            src = z
         dst = o or (pos.pop(0) if pos else None)
     if pos:
         raise click.UsageError(f"unexpected argument: {pos[0]}")
@@ -489,7 +492,7 @@ def _print_compress_reports(src, dst, reports):
 @click.argument("paths", nargs=-1, metavar="IN OUT")
 @click.option("-i", "i", default=None, help="input file ('-' for stdin)")
 @click.option("-o", "o", default=None, help="output file ('-' for stdout)")
-@click.option("-z", "z", default=None, help="SZ3/zfp: the compressed file (same as -i here)")
+@click.option("-z", "z", default=None, help="SZ3/zfp: the compressed input (then -i, SZ3's original, is not read)")
 @click.option("--force", is_flag=True, help="replace an existing output")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all)")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)")
