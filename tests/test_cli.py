@@ -503,6 +503,26 @@ def test_raw_sz3_flags_round_trip(raw, tmp_path):
     assert r.exit_code == 0 and "16x24x40" in r.output and "lorenzo" in r.output
 
 
+def test_sz3_mode_with_its_value(raw, tmp_path, monkeypatch):
+    """SZ3's '-M ABS 1e-3' (bound after the mode): was 'unexpected argument', or with a positional IN
+    the bound became the output path."""
+    x, path = raw
+    monkeypatch.chdir(tmp_path)
+    for mode, value, expected in (("ABS", "1e-3", ("abs", 1e-3)), ("rel", "1e-3", ("rel", 1e-3)),
+                                  ("PSNR", "60", ("psnr", 60.0))):
+        z = tmp_path / f"{mode}.ebz"
+        assert cli_mod.main(["compress", "-f", "-i", str(path), "-z", str(z), "-3", "40", "24", "16",
+                             "-M", mode, value]) == 0
+        head = ebzip.inspect(z.read_bytes())
+        assert (head["mode"], head["eb_param"]) == expected
+    assert cli_mod.main(["compress", str(path), str(tmp_path / "p.ebz"), "-f", "-3", "40", "24", "16",
+                         "-M", "ABS", "1e-3"]) == 0
+    assert ebzip.inspect((tmp_path / "p.ebz").read_bytes())["eb_abs"] == 1e-3 and not (tmp_path / "1e-3").exists()
+    # the value given twice, or a mode that disagrees with it, is still refused
+    assert cli_mod.main(["compress", "-f", "-i", str(path), "-z", str(tmp_path / "q.ebz"), "-3", "40", "24", "16",
+                         "-M", "ABS", "1e-3", "-R", "1e-3"]) == 2
+
+
 def test_info_names_the_interpolation_and_its_fill_value(tmp_path):
     from ebzip import _core
     from ebzip.api import Compressed

@@ -692,8 +692,33 @@ def estimate(src, eb, mode, M, A, R, a_zfp, f32, f64, dtype, d1, d2, d3, d4, inc
                "nothing written")
 
 
+_SZ3_MODE_FLAG = {"abs": "-A", "rel": "-R", "psnr": "--eb"}
+
+
+def _sz3_mode_value(argv: list[str]) -> list[str]:
+    """SZ3's ``-M MODE VALUE`` (the bound after the mode, as in ``-M ABS 1e-3``) as ``-M MODE -A VALUE``
+    (``-R`` for REL, ``--eb`` for PSNR): a number after the mode is the bound, never a path."""
+    out, i = [], 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] == "-M" and i + 2 < len(argv) and argv[i + 1].lower() in _SZ3_MODE_FLAG:
+            value = argv[i + 2]
+            try:
+                float(value)
+            except ValueError:
+                pass
+            else:
+                if not value.startswith("-"):  # (-1 NX is a dimension flag; bounds are >= 0)
+                    out += [argv[i + 1], _SZ3_MODE_FLAG[argv[i + 1].lower()], value]
+                    i += 3
+                    continue
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ebzip`` console script; returns the exit status."""
+    argv = _sz3_mode_value(list(sys.argv[1:] if argv is None else argv))
     try:
         cli.main(args=argv, prog_name="ebzip", standalone_mode=True)
     except SystemExit as e:
