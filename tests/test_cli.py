@@ -523,6 +523,17 @@ def test_sz3_mode_with_its_value(raw, tmp_path, monkeypatch):
                          "-M", "ABS", "1e-3", "-R", "1e-3"]) == 2
 
 
+def test_bad_bound_names_its_flag_and_a_closed_pipe_is_quiet(raw, tmp_path):
+    x, path = raw
+    r = run("compress", "-i", path, "-o", tmp_path / "a.ebz", "-f", "-3", 40, 24, 16, "-A", "-1")
+    assert r.exit_code == 2 and "-A" in r.output and "--eb" not in r.output
+    z = tmp_path / "x.ebz"  # (800 kB decoded: more than a pipe holds, so the write meets the closed end)
+    z.write_bytes(bytes(ebzip.compress(np.random.default_rng(0).random(200_000, np.float32), 1e-6)))
+    p = subprocess.run(f"{sys.executable} -m ebzip decompress {z} - | true", shell=True,
+                       capture_output=True, text=True, timeout=60)
+    assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 def test_info_names_the_interpolation_and_its_fill_value(tmp_path):
     from ebzip import _core
     from ebzip.api import Compressed

@@ -9,6 +9,7 @@ flags SZ3 and zfp users know: ``-i IN -o OUT -f|-d -3 nx ny nz -M REL -R 1e-3``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
@@ -91,7 +92,7 @@ def _progress_default(progress):
 
 def _resolve_bound(eb, mode, M, A, R, a_zfp, required=True):
     """Combine --eb/--mode with SZ3's -M/-A/-R and zfp's -a into (eb, mode)."""
-    given = [(v, m) for v, m in ((A, "abs"), (a_zfp, "abs"), (R, "rel")) if v is not None]
+    given = [(v, m, flag) for v, m, flag in ((A, "abs", "-A"), (a_zfp, "abs", "-a"), (R, "rel", "-R")) if v is not None]
     if eb is not None and given:
         raise click.UsageError("give the bound once: --eb, or -A/-R (SZ3), or -a (zfp)")
     if len(given) > 1:
@@ -99,8 +100,9 @@ def _resolve_bound(eb, mode, M, A, R, a_zfp, required=True):
     if mode and M and mode.lower() != M.lower():
         raise click.UsageError(f"--mode {mode} and -M {M} disagree")
     mode = (mode or M or "").lower() or None
+    hint = "--eb"
     if given:
-        value, implied = given[0]
+        value, implied, hint = given[0]
         if mode and mode != implied:
             raise click.UsageError(f"-M {mode.upper()} does not go with the {implied} bound flag")
         eb, mode = value, implied
@@ -111,7 +113,7 @@ def _resolve_bound(eb, mode, M, A, R, a_zfp, required=True):
     mode = mode or "rel"
     if not math.isfinite(eb) or eb < 0 or (mode == "psnr" and eb <= 0):
         raise click.BadParameter(f"the bound must be finite and >= 0 (> 0 dB for psnr); got {eb:g}",
-                                 param_hint="--eb")
+                                 param_hint=hint)
     return eb, mode
 
 
@@ -228,6 +230,10 @@ def _errors(fn):
             return fn(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as Unix tools do
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
+            raise click.exceptions.Exit(1) from None
         except api.StreamError as e:
             raise click.ClickException(f"not a valid ebzip stream: {e}") from None
         except OutputError as e:
