@@ -534,6 +534,19 @@ def test_bad_bound_names_its_flag_and_a_closed_pipe_is_quiet(raw, tmp_path):
     assert "Broken pipe" not in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
+def test_decompress_takes_sz3_flags_and_checks_them(raw, tmp_path):
+    """SZ3 decompression lines repeat -f/-3/-M: 'No such option -f' before."""
+    x, path = raw
+    z, o = tmp_path / "x.ebz", tmp_path / "x.out"
+    assert run("compress", "-i", path, "-z", z, "-f", "-3", 40, 24, 16, "-A", "1e-3").exit_code == 0
+    assert cli_mod.main(["decompress", "-z", str(z), "-o", str(o), "-f", "-3", "40", "24", "16",
+                         "-M", "ABS", "1e-3"]) == 0
+    assert np.abs(np.fromfile(o, np.float32).reshape(x.shape) - x).max() <= 1e-3
+    for bad in (["-f", "-3", "16", "24", "40"], ["-d"], ["-2", "40", "384"]):
+        r = run("decompress", "-z", z, "-o", tmp_path / "y.out", *bad)
+        assert r.exit_code == 2 and not (tmp_path / "y.out").exists(), bad
+
+
 def test_info_names_the_interpolation_and_its_fill_value(tmp_path):
     from ebzip import _core
     from ebzip.api import Compressed

@@ -503,10 +503,17 @@ def _print_compress_reports(src, dst, reports):
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all)")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: when stderr is a terminal)")
 @click.option("-q", "--quiet", is_flag=True, help="no report")
+@_raw_options
+@_bound_options
 @_errors
-def decompress(paths, i, o, z, force, threads, progress, quiet):
-    """Decompress an HDF5 file (ebzip datasets stored plain) or an ebzip stream to a raw binary array."""
+def decompress(paths, i, o, z, force, threads, progress, quiet, f32, f64, dtype, d1, d2, d3, d4, **_bound):
+    """Decompress an HDF5 file (ebzip datasets stored plain) or an ebzip stream to a raw binary array.
+
+    SZ3's decompression flags are accepted: -f/-d/--dtype and -1..-4 must agree with the
+    stream (it records both), -M/-A/-R/-a are not needed (it records its bound).
+    """
     src, dst = _pick_paths(paths, i, o, z, "decompress")
+    shape, given_dtype = _raw_dims(d1, d2, d3, d4), (f32 or f64 or dtype) and _raw_dtype(f32, f64, dtype)
     if threads is not None:
         api.set_num_threads(threads)
     if src != "-" and not os.path.exists(src):
@@ -514,6 +521,8 @@ def decompress(paths, i, o, z, force, threads, progress, quiet):
     if src != "-" and _is_hdf5(src):
         if dst == "-":
             raise click.UsageError("an HDF5 output cannot go to stdout")
+        if shape is not None or given_dtype:
+            raise click.UsageError("-f/-d/--dtype and -1..-4 apply to raw streams, not HDF5 files")
         h5file = _need_hdf5()
         reports = h5file.decompress_file(src, dst, force=force, progress=_progress_default(progress), warn=_Warn())
         if not quiet:
@@ -528,6 +537,11 @@ def decompress(paths, i, o, z, force, threads, progress, quiet):
         raise click.ClickException(f"{src} is neither an HDF5 file nor an ebzip stream"
                                    + ("" if src == "-" or os.path.isfile(src) else " (an HDF5 input must be a file)"))
     head = api.inspect(data)
+    if shape is not None and tuple(shape) != tuple(head["shape"]):
+        raise click.UsageError(f"the dimensions given ({_fmt_shape(shape)} as a numpy shape) are not the stream's "
+                               f"({_fmt_shape(head['shape'])})")
+    if given_dtype and given_dtype != head["dtype"]:
+        raise click.UsageError(f"-f/-d/--dtype say {given_dtype}; the stream holds {head['dtype']}")
     y = api.decompress(data, raw_bf16=True)
     _write_output_bytes(dst, [src], force, [y.reshape(-1).view("u1") if y.size else b""])
     if not quiet:
