@@ -129,6 +129,18 @@ def test_chunk_of_another_shape_or_dtype_is_refused_before_decoding(tmp_path, mo
     assert not decoded
 
 
+def test_a_resizable_dataset_grows_into_its_fill_value(tmp_path):
+    """Edge chunks were padded with repeated edge values, which showed up as data once the dataset grew."""
+    x = np.arange(60, dtype="f8").reshape(20, 3) + 1
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        d = eh.write(f, "x", x, eb=1e-3, mode="abs", chunks=(7, 3), maxshape=(None, 3), fillvalue=np.nan)
+        d.resize((25, 3))
+        y = eh.read(d)
+        fixed = eh.write(f, "fixed", x, eb=1e-3, mode="abs", chunks=(7, 3))
+        assert eh.growth_fill(fixed) is None and eh.growth_fill(d) != eh.growth_fill(d)  # (NaN)
+    assert np.isnan(y[20:]).all() and np.abs(y[:20] - x).max() <= 1e-3
+
+
 def test_read_into_out(tmp_path):
     x = smooth_field((12, 10), 5)
     with h5py.File(tmp_path / "a.h5", "w") as f:

@@ -61,11 +61,15 @@ def to_zarr(x, store, eb: float, mode: str = "rel", *, chunks=None, zarr_format:
     Args:
         x: dask array (numpy arrays are wrapped with ``chunks``), float16/32/64.
         store: a zarr store or path.
-        eb, mode: the bound; ``rel`` is relative to the whole array's range.
+        eb, mode: the bound; ``rel`` is relative to the whole array's range; ``psnr`` holds
+            for the whole array (stored with the absolute bound range x 10^(-psnr/20), which
+            guarantees it whatever the errors' distribution; typically ~5 dB above the target).
         chunks: rechunk to these first (default: the dask chunks).
         zarr_format: 3 (codec :class:`ebzip.codecs.EBZipCodec`) or 2
             (compressor :class:`ebzip.codecs.EBZip`; the array is stored
             little-endian whatever ``x``'s byte order).
+        overwrite: replace an existing array at ``store``. Not with ``x`` read from that same
+            array: it is deleted before its chunks are read (they would be stored as zeros).
         compute: False returns the dask object that does the work.
         name: the array's path inside the store (a group) if given.
     Returns the zarr array (``compute=True``) or the delayed store.
@@ -77,6 +81,9 @@ def to_zarr(x, store, eb: float, mode: str = "rel", *, chunks=None, zarr_format:
     x = da.asarray(x) if chunks is None or hasattr(x, "dask") else da.from_array(x, chunks=chunks)
     if chunks is not None:
         x = x.rechunk(chunks)
+    if any(math.isnan(c) for axis in x.chunks for c in axis):
+        raise ValueError("the dask array has unknown chunk sizes (after boolean indexing, say): "
+                         "call x.compute_chunk_sizes() first")
     x = _regular(x)
     if np.dtype(x.dtype).kind != "f":
         raise TypeError(f"ebzip compresses floating-point arrays; got {x.dtype}")
@@ -89,6 +96,10 @@ def to_zarr(x, store, eb: float, mode: str = "rel", *, chunks=None, zarr_format:
     elif mode == "rel":
         vr = value_range(x) if eb > 0 else 0.0
         eb_abs = eb * (vr or 0.0)
+    else:  # psnr over the whole array: per chunk, zarr's padding of edge chunks would skew each chunk's
+        # range (a 60 dB target gave 2 dB); an absolute bound of range * 10^(-psnr/20) guarantees it
+        vr = value_range(x)
+        eb_abs = (vr or 0.0) * 10 ** (-eb / 20)
     codec_args = dict(eb=eb, mode=mode, eb_abs=eb_abs)
     dtype = np.dtype(x.dtype)
     if zarr_format == 3:
@@ -100,6 +111,8 @@ def to_zarr(x, store, eb: float, mode: str = "rel", *, chunks=None, zarr_format:
         raise ValueError("zarr_format must be 2 or 3")
     z = zarr.create_array(store, name=name, shape=x.shape, chunks=x.chunksize, dtype=dtype,
                           zarr_format=zarr_format, overwrite=overwrite, **codecs, **kwargs)
+    if getattr(z, "shards", None):  # one task per shard: tasks sharing a shard overwrote each other's chunks
+        x = x.rechunk(z.shards)
     stored = da.store(x, z, lock=False, compute=compute)
     return z if compute else stored
 

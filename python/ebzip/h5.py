@@ -228,18 +228,30 @@ def auto_chunks(shape, itemsize: int, target_bytes: int = 2 << 20) -> tuple:
     return tuple(chunks)
 
 
-def pad_chunk(block: np.ndarray, chunks) -> np.ndarray:
-    """Pad an edge chunk to the full chunk shape by repeating its last values (cheap to compress)."""
+def pad_chunk(block: np.ndarray, chunks, fill=None) -> np.ndarray:
+    """Pad an edge chunk to the full chunk shape: with ``fill`` when given (see :func:`growth_fill`),
+    else by repeating its last values (cheap to compress)."""
     if tuple(block.shape) == tuple(chunks):
         return np.ascontiguousarray(block)
     pad = [(0, c - s) for s, c in zip(block.shape, chunks)]
+    if fill is not None:
+        return np.pad(block, pad, mode="constant", constant_values=np.asarray(fill, dtype=block.dtype))
     if block.size == 0:
         return np.zeros(chunks, dtype=block.dtype)
     return np.pad(block, pad, mode="edge")
 
 
+def growth_fill(dset):
+    """What edge-chunk padding must hold for ``dset``: once a resizable dataset grows, HDF5 shows the
+    padding as data, so it must be the fill value there; None (edge values) for one that cannot grow."""
+    maxshape = dset.maxshape or dset.shape
+    if all(m == s for m, s in zip(maxshape, dset.shape)):
+        return None
+    return 0 if dset.fillvalue is None else dset.fillvalue
+
+
 def encode_chunk(block: np.ndarray, chunks, params: FilterParams, *, threads: int = 1,
-                 value_range: float | None = None) -> bytes:
+                 value_range: float | None = None, fill=None) -> bytes:
     """The stored bytes of one chunk: an ebzip stream of the (padded) chunk.
 
     ``params.eb_abs`` set: that absolute bound. Otherwise ``mode``/``eb``
@@ -247,7 +259,7 @@ def encode_chunk(block: np.ndarray, chunks, params: FilterParams, *, threads: in
     PSNR over the chunk's real elements is measured against that range and
     the bound tightened until it holds, so the dataset's PSNR holds too.
     """
-    full = pad_chunk(block, chunks)
+    full = pad_chunk(block, chunks, fill)
     if params.eb_abs is not None:
         return bytes(api.compress(full, params.eb_abs, "abs", threads=threads))
     c = api.compress(full, params.eb, params.mode, threads=threads)
@@ -477,11 +489,12 @@ def write(group, name: str, data, eb: float, mode: str = "rel", chunks=None, *, 
     vr = value_range([arr]) if mode != "abs" else None
     params = resolve_params(mode, eb, vr)
     dset = create_dataset(group, name, arr.shape, arr.dtype, params, chunks, **kwargs)
+    fill = growth_fill(dset)
     for offset in chunk_grid(arr.shape, dset.chunks):
         region = chunk_region(offset, arr.shape, dset.chunks)
         write_chunk(dset, offset, encode_chunk(arr[region], dset.chunks, params,
                                                threads=threads_for(math.prod(dset.chunks), threads=threads),
-                                               value_range=vr))
+                                               value_range=vr, fill=fill))
     return dset
 
 

@@ -368,8 +368,10 @@ class LocalEncoder:
         return lo, hi
 
     def encode(self, src_path, dset, dset_path, regions, chunks, params, vrange):
+        fill = h5.growth_fill(dset)
+
         def job(block):
-            return h5.encode_chunk(block, chunks, params, threads=1, value_range=vrange)
+            return h5.encode_chunk(block, chunks, params, threads=1, value_range=vrange, fill=fill)
 
         pending = collections.deque()
         for region in regions:
@@ -414,7 +416,8 @@ def _dask_minmax(src_path, dset_path, regions):
 
 def _dask_encode(src_path, dset_path, region, chunks, params, vrange):
     dset = _worker_dataset(src_path, dset_path)
-    return h5.encode_chunk(read_region(dset, region), chunks, params, threads=1, value_range=vrange)
+    return h5.encode_chunk(read_region(dset, region), chunks, params, threads=1, value_range=vrange,
+                           fill=h5.growth_fill(dset))
 
 
 class DaskEncoder:
