@@ -265,6 +265,51 @@ def test_forged_config_with_valid_crcs_is_refused(single):
         ee.decompress(container.pack(sections))
 
 
+def _replace_sections(blob, replace: dict, extra=()):
+    """The container with some sections' payloads replaced ({kind: bytes}) and extra sections added,
+    CRCs recomputed."""
+    meta, by_key = container.read(blob)
+    secs = [(k, f, replace.get(k, bytes(p))) for (k, f), p in by_key.items()]
+    return container.pack([(container.META, 0, container.meta_payload(meta))] + secs + list(extra))
+
+
+@pytest.mark.parametrize("gaps", [[2**63 - 1, 0], [2**62] * 4, [5, 2**63 - 3]])
+def test_forged_fallback_gaps_that_wrap_are_refused(single, gaps):
+    """Gaps summing past int64 wrapped to indices that escaped the range check (raw IndexError)."""
+    z = __import__("zstandard").ZstdCompressor().compress(container._varints(np.array(gaps, dtype=np.uint64)))
+    blob = _replace_sections(bytes(single), {container.FALLBACK: bytes([container.FB_DELTAS]) + z})
+    with pytest.raises(ebzip.StreamError, match="out of range"):
+        ee.decompress(blob)
+
+
+@pytest.mark.parametrize("regulation", ["1x", "2x", "1x-half"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_never_leave_the_bound(fields, regulation, bad):
+    """A NaN passed the clamp of the network's output: every value came back NaN."""
+    x = fields["a"]
+    c = ee.compress(x, 1e-2, "rel", regulation=regulation, **FAST)
+    n = len(container.read(bytes(c))[1][(container.WEIGHTS, 0)]) // 2
+    blob = _replace_sections(bytes(c), {container.WEIGHTS: np.full(n, bad, "<f2").tobytes()})
+    y = ee.decompress(blob)
+    check_bound(x, y, c.stats["x"]["bound_abs"])
+
+
+def test_enhancer_sections_for_a_field_without_one_are_refused(fields):
+    c = ee.compress(fields["a"], 1e-2, "rel", steps=0, keep="auto", threads=1)
+    assert not c.stats["x"]["enhanced"]
+    extra = [(container.WEIGHTS, 0, b"\0\0"), (container.NORM, 0, b"\0" * 16), (container.FALLBACK, 0, b"\0")]
+    with pytest.raises(ebzip.StreamError, match="no enhancer"):
+        ee.decompress(_replace_sections(bytes(c), {}, extra))
+
+
+def test_is_container_and_seed_checks(single, fields):
+    assert ee.is_container(single) and ee.is_container(bytes(single)) and not ee.is_container(b"EBZP")
+    for seed in (-1, 1.5, 2**64, "0"):
+        with pytest.raises(ValueError, match="seed"):
+            ee.compress(fields["a"], 1e-2, seed=seed, **FAST)
+    assert ee.compress(fields["a"], 1e-2, seed=np.int64(3), **FAST).stats["x"]["enhanced"]
+
+
 def _forge(blob, edit, weights=None):
     """The container with its meta JSON edited (and its weights replaced if given), CRCs recomputed:
     only the decoder's checks of the meta can catch it."""

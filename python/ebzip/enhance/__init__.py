@@ -36,7 +36,6 @@ from . import container
 
 __all__ = ["Enhanced", "compress", "compress_fields", "decompress", "is_container"]
 
-is_container = container.is_container
 
 # regulation -> (the base stream's bound as a fraction of the user's, the output's bound as a multiple
 # of the base stream's). "1x": base at the user's bound, enhanced values that would leave it fall back
@@ -62,6 +61,11 @@ def _torch_model():
         raise ImportError("ebzip.enhance needs torch for its networks: pip install 'ebzip[torch]' "
                           "(decompress(..., enhance=False) gives the plain reconstruction without torch)") from e
     return model
+
+
+def is_container(data) -> bool:
+    """True for an enhancer container: an :class:`Enhanced`, or bytes starting with its magic."""
+    return isinstance(data, Enhanced) or container.is_container(data)
 
 
 class Enhanced:
@@ -269,6 +273,7 @@ def compress_fields(fields: dict, eb, mode: str = "rel", *, cross_field: bool = 
     if not (isinstance(size_budget, (int, float)) and size_budget > 0):
         raise ValueError(f"size_budget must be > 0; got {size_budget!r}")
     threads = None if threads is None else api._threads(threads)
+    seed = _check_int("seed", seed, 0, 2**62)
     names = list(fields)
     arrays = [_as_field(fields[n], n) for n in names]
     if cross_field and len(arrays) > 1 and len({a.shape for a in arrays}) != 1:
@@ -514,6 +519,9 @@ def _decode(data, *, enhance: bool, threads, device, with_meta: bool = False):
         raise StreamError("enhancer container: duplicate field names")
     out = dict(zip(names, recons))
     wanted = [i for i, e in enumerate(fields) if e.get("enhancer")]
+    stray = [f for kind, f in by_key if kind != container.BASE and f not in wanted]
+    if stray:
+        raise StreamError(f"enhancer container: enhancer sections for field {stray[0]}, which has no enhancer")
     if enhance and wanted:
         model = _torch_model()
         dev = model.device_for(device)

@@ -164,6 +164,9 @@ def decode_positions(payload, n: int) -> np.ndarray:
         return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n).astype(bool)
     if kind == FB_DELTAS:
         gaps = _from_varints(raw)
+        # (each gap below n and at most n of them: the running sum cannot wrap int64 before the check)
+        if gaps.size > n or (gaps.size and (gaps.min() < 0 or gaps.max() >= n)):
+            raise StreamError("enhancer container: fallback position out of range")
         idx = np.cumsum(gaps + 1) - 1
         if idx.size and idx[-1] >= n:
             raise StreamError("enhancer container: fallback position out of range")

@@ -130,7 +130,8 @@ def predict(models: list[ResidualCNN], inputs: np.ndarray, dims: int, group_of: 
                 yb = torch.zeros((xb.shape[0], 1) + tuple(xb.shape[2:]), device=device)
                 for k, m in enumerate(models):
                     yb = torch.where(g == k, m(xb), yb)
-            out[i:i + step] = yb.clamp(-1.0, 1.0).cpu().numpy()
+            # (a NaN passes clamp: non-finite weights, forged or fp16-overflowed, would give NaN values)
+            out[i:i + step] = torch.nan_to_num(yb, nan=0.0).clamp(-1.0, 1.0).cpu().numpy()
     # back to the field's shape
     return np.moveaxis(out, 0, 1).reshape(inputs.shape[1:])
 
